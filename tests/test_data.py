@@ -88,7 +88,9 @@ def test_real_vocabulary_and_batches(real_data_dir) -> None:
     vocab = build_vocab(train_iter)
     itos = vocab.get_itos()
     assert itos[:4] == ["<unk>", "the", ",", "."]
-    train = batchify(data_process(WikiText2(root=real_data_dir, split="train"), vocab, basic_english_tokenize), 20)
+    train = batchify(
+        data_process(WikiText2(root=real_data_dir, split="train"), vocab, basic_english_tokenize), 20
+    )
     val = batchify(data_process(val_iter, vocab, basic_english_tokenize), 10)
     assert train.shape == (102499, 20) and val.shape == (21441, 10)
     assert len(range(0, train.size(0) - 1, 35)) == 2929  # batches per epoch at bptt 35

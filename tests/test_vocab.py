@@ -41,10 +41,17 @@ def test_vocab_order_specials_first_then_frequency_then_string_order() -> None:
 def test_vocab_special_last_min_freq_and_max_tokens() -> None:
     lines = [["x", "y", "y", "z", "z", "z"]]
     assert build_vocab_from_iterator(lines, specials=["<pad>"], special_first=False).get_itos() == [
-        "z", "y", "x", "<pad>",
+        "z",
+        "y",
+        "x",
+        "<pad>",
     ]
     assert build_vocab_from_iterator(lines, min_freq=2).get_itos() == ["z", "y"]
-    assert build_vocab_from_iterator(lines, specials=["<unk>"], max_tokens=3).get_itos() == ["<unk>", "z", "y"]
+    assert build_vocab_from_iterator(lines, specials=["<unk>"], max_tokens=3).get_itos() == [
+        "<unk>",
+        "z",
+        "y",
+    ]
 
 
 def test_unknown_words_raise_without_default_and_map_with_it() -> None:

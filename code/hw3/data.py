@@ -41,7 +41,9 @@ def WikiText2(root: str | Path | None = None, split: str | tuple[str, ...] = ("t
     return iters[0] if isinstance(split, str) else iters
 
 
-def build_vocab(train_lines: Iterable[str], tokenizer: Callable[[str], list[str]] = basic_english_tokenize) -> Vocab:
+def build_vocab(
+    train_lines: Iterable[str], tokenizer: Callable[[str], list[str]] = basic_english_tokenize
+) -> Vocab:
     """The assignment's vocabulary: ``<unk>`` first, unknown words mapped to it."""
     vocab = build_vocab_from_iterator(map(tokenizer, train_lines), specials=["<unk>"])
     vocab.set_default_index(vocab["<unk>"])

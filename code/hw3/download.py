@@ -64,7 +64,9 @@ def verify_folder(folder: str | Path) -> Path:
             continue
         actual = sha256_file(path)
         if actual != expected:
-            problems.append(f"{path} is not the published WikiText-2 v1 file: sha256 {actual}, expected {expected}")
+            problems.append(
+                f"{path} is not the published WikiText-2 v1 file: sha256 {actual}, expected {expected}"
+            )
     if problems:
         raise DataError("; ".join(problems) + f" (a WikiText-2 folder holds {', '.join(FILE_SHA256)})")
     return folder
@@ -124,8 +126,12 @@ def download_wikitext2(cache_dir: Path, urls: list[str] | None = None, progressb
     for url in urls:
         staging = Path(tempfile.mkdtemp(prefix="wikitext-", dir=cache_dir))
         try:
-            downloader = pooch.HTTPDownloader(progressbar=progressbar, headers={"User-Agent": USER_AGENT}, timeout=60)
-            archive = pooch.retrieve(url, known_hash=None, fname="wikitext-2-v1.zip", path=staging, downloader=downloader)
+            downloader = pooch.HTTPDownloader(
+                progressbar=progressbar, headers={"User-Agent": USER_AGENT}, timeout=60
+            )
+            archive = pooch.retrieve(
+                url, known_hash=None, fname="wikitext-2-v1.zip", path=staging, downloader=downloader
+            )
             extract_wikitext(archive, staging / "wikitext-2")
             if target.exists():
                 shutil.rmtree(target)
