@@ -1,0 +1,181 @@
+"""The build record (``build/build.json``): what produced this submission, for the report's appendix.
+
+Versions (Python, torch, the notebook and TeX tool chain), the machine and the device the notebook ran on,
+the data fingerprint (``hw3.data.summary``: vocabulary and token-id hashes, plus the raw files' sha256),
+the hyper-parameters and seed, the per-stage timings, the execution cache key and the git commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hw3build.config import SubmissionConfig
+
+RECORD_SCHEMA = 1
+PYTHON_PACKAGES = (
+    "hw3", "torch", "numpy", "matplotlib", "tqdm", "papermill", "nbclient", "nbconvert", "nbformat",
+    "ipykernel", "jinja2", "pypdf", "portalocker", "invoke",
+)  # fmt: skip
+TEX_TOOLS = ("xelatex", "latexmk", "pandoc")
+
+
+def package_versions(names: tuple[str, ...] = PYTHON_PACKAGES) -> dict[str, str | None]:
+    """Installed distribution versions (None when not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def tool_version(tool: str) -> str | None:
+    """First line of ``<tool> --version`` (None when the tool is missing or fails)."""
+    if shutil.which(tool) is None:
+        return None
+    try:
+        done = subprocess.run([tool, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+def git_state(repo_dir: str | Path) -> dict[str, Any]:
+    """The commit and whether the working tree had uncommitted changes (None outside a git checkout)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(metrics: Mapping[str, Any] | None, data_dir: Path | None) -> dict[str, Any]:
+    """The data summary: taken from metrics.json when the notebook wrote it (same run, no recomputation),
+    else computed with ``hw3.data.summary`` from ``data_dir``; plus the sha256 of each raw file of
+    ``data_dir``. Without ``data_dir`` nothing is looked up (the record must never trigger a download)."""
+    from hw3.download import SPLIT_FILES
+
+    result: dict[str, Any] = {}
+    if metrics and metrics.get("data"):
+        result["summary"] = dict(metrics["data"])
+        result["summary_source"] = "metrics.json"
+    elif data_dir is not None and all((data_dir / f).is_file() for f in SPLIT_FILES.values()):
+        from hw3.data import summary
+
+        result["summary"] = summary(data_dir)
+        result["summary_source"] = "hw3.data.summary"
+    if data_dir is not None:
+        result["files"] = {
+            name: {"sha256": file_sha256(data_dir / filename), "bytes": (data_dir / filename).stat().st_size}
+            for name, filename in SPLIT_FILES.items()
+            if (data_dir / filename).is_file()
+        }
+    return result
+
+
+def build_time() -> str:
+    """UTC time of the build: ``SOURCE_DATE_EPOCH`` when set (reproducible builds), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = (
+        dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc) if epoch else dt.datetime.now(dt.timezone.utc)
+    )
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def collect_record(
+    config: SubmissionConfig,
+    *,
+    timings: Mapping[str, float],
+    metrics: Mapping[str, Any] | None = None,
+    execution: Mapping[str, Any] | None = None,
+    repo_dir: str | Path | None = None,
+    data_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Everything the appendix shows. ``execution`` is the cache key, hit flag and run time of the
+    notebook; ``metrics`` the notebook's metrics.json (device and data fingerprint come from it);
+    ``data_dir`` the WikiText-2 folder the run used (its files are hashed; default: the config's)."""
+    metrics = metrics or {}
+    return {
+        "schema": RECORD_SCHEMA,
+        "built_at": build_time(),
+        "profile": config.profile,
+        "draft": config.profile != "full",
+        "students": [{"name": s.name, "email": s.email, "id": s.id} for s in config.students],
+        "placeholders": config.has_placeholders,
+        "warnings": list(config.warnings),
+        "hparams": config.hparams.to_dict(),
+        "hparams_overrides": dict(config.hparams_overrides),
+        "seed": config.hparams.seed,
+        "device": {
+            "requested": config.device,
+            "used": metrics.get("device"),
+            "torch_version_in_notebook": metrics.get("torch_version"),
+        },
+        "versions": package_versions(),
+        "tex": {tool: tool_version(tool) for tool in TEX_TOOLS},
+        "platform": {
+            "system": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor() or None,
+            "cpu_count": os.cpu_count(),
+        },
+        "data": data_fingerprint(metrics, data_dir if data_dir is not None else config.data_dir),
+        "execution": dict(execution or {}),
+        "results": {
+            key: metrics.get(key)
+            for key in ("best_epoch", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl")
+            if key in metrics
+        },
+        "timings": {name: round(float(seconds), 3) for name, seconds in timings.items()},
+        "git": git_state(repo_dir) if repo_dir is not None else {"commit": None, "dirty": None},
+    }
+
+
+def write_json_atomic(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``data`` as pretty JSON under a temporary name, then rename (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_record(record: Mapping[str, Any], path: str | Path) -> Path:
+    """Write the build record (``build/build.json``)."""
+    return write_json_atomic(record, path)

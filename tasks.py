@@ -1,0 +1,100 @@
+"""invoke tasks: thin wrappers over ``hw3build`` (all logic lives there). ``invoke --list`` shows them."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from invoke import Context, Exit, task
+
+ROOT = Path(__file__).resolve().parent
+BUILD_DIR = ROOT / "build"
+
+
+@task(
+    help={
+        "profile": "quick (minutes, DRAFT) or full (the submission); default: the config's profile",
+        "force": "re-run the notebook even when a cached run matches",
+        "config": "the submission config (default: submission.toml)",
+        "lock_timeout": "seconds to wait when another build holds build/.lock (default: 10)",
+    }
+)
+def build(
+    c: Context,
+    profile: str | None = None,
+    force: bool = False,
+    config: str = "submission.toml",
+    lock_timeout: int = 10,
+) -> None:
+    """Build build/dist/ece046211_hw3_<id1>_<id2>.zip: notebook, execution, theory checks, PDF, zip, checks."""
+    from hw3build.build import BuildFailed
+    from hw3build.build import build as run_build
+
+    if profile not in (None, "quick", "full"):
+        raise Exit(f"--profile must be quick or full, not {profile!r}", code=2)
+    config_path = Path(config)
+    if not config_path.is_absolute() and not config_path.exists():
+        config_path = ROOT / config_path  # invoke may run from a subfolder of the repository
+    try:
+        run_build(config_path, profile=profile, force=force, lock_timeout=lock_timeout)
+    except BuildFailed as exc:
+        raise Exit(f"\nERROR: {exc}\nThe previous zip (if any) is unchanged.", code=1) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
+
+
+@task(
+    help={
+        "zip": "the zip to check (default: the one in build/dist); -z for short",
+        "strict": "also refuse the assignment's placeholder students and IDs with a wrong check digit",
+    }
+)
+def validate(c: Context, zip: str | None = None, strict: bool = False) -> None:  # noqa: A002 - the CLI name
+    """Check a submission zip against the course's rules and print the checklist."""
+    from hw3build.validate import main
+
+    argv = ([zip] if zip else []) + (["--strict"] if strict else []) + ["--dist-dir", str(BUILD_DIR / "dist")]
+    code = main(argv)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    help={
+        "fast": "skip the end-to-end and slow tests (-m 'not e2e and not slow')",
+        "args": "extra arguments for pytest, e.g. -k config",
+    }
+)
+def test(c: Context, fast: bool = False, args: str = "") -> None:
+    """Run the test suite (pytest); the whole suite, e2e and TeX tests included, unless --fast."""
+    marker = ' -m "not e2e and not slow"' if fast else ""
+    with c.cd(str(ROOT)):
+        c.run(f"{sys.executable} -m pytest{marker} {args}".rstrip(), pty=False)
+
+
+@task
+def clean(c: Context) -> None:
+    """Remove build/ (refused while a build is running)."""
+    from hw3build.build import clean as run_clean
+    from hw3build.locks import LockBusy
+
+    try:
+        removed = run_clean(BUILD_DIR)
+    except LockBusy as exc:
+        raise Exit(f"ERROR: {exc}", code=1) from None
+    print(f"removed {BUILD_DIR}" if removed else f"nothing to remove ({BUILD_DIR} does not exist)")
+
+
+@task(help={"args": "arguments for benchmarks/bench_train.py (see its --help)"})
+def bench(c: Context, args: str = "") -> None:
+    """Time the training step (benchmarks/bench_train.py); run it alone on an idle machine."""
+    with c.cd(str(ROOT)):
+        c.run(f"{sys.executable} benchmarks/bench_train.py {args}".rstrip(), pty=False)
+
+
+@task(help={"out": "output folder (default: build/theory)"})
+def theory(c: Context, out: str = str(BUILD_DIR / "theory")) -> None:
+    """Run the numerical checks behind the theory answers (python -m hw3.theory_checks)."""
+    with c.cd(str(ROOT)):
+        c.run(f"{sys.executable} -m hw3.theory_checks --out {shlex.quote(out)}", pty=False)

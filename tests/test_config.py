@@ -1,0 +1,200 @@
+"""submission.toml: validation before any work, placeholders flagged, the Israeli ID check digit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tomllib
+from hw3.hparams import profile_defaults
+from hw3build.config import ConfigError, israeli_id_valid, load_config
+from submission_fixtures import ID1, ID2
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "submission.toml"
+
+
+VALID_STUDENTS = (
+    ("Alice Levi", "alice@campus.technion.ac.il", f'"{ID1}"'),
+    ("Bob Cohen", "bob.c@campus.technion.ac.il", f'"{ID2}"'),
+)
+
+
+def write_config(
+    folder: Path,
+    *,
+    top: str = "",
+    students: tuple[tuple[str, str, str], ...] = VALID_STUDENTS,
+    hparams: str = "",
+) -> Path:
+    """A config file; student IDs are TOML literals (quote them for strings)."""
+    blocks = [top]
+    for name, email, id_literal in students:
+        blocks.append(f'[[students]]\nname = "{name}"\nemail = "{email}"\nid = {id_literal}\n')
+    blocks.append(f"[hparams]\n{hparams}\n")
+    path = folder / "submission.toml"
+    path.write_text("\n".join(blocks), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("id_number", ["000000018", "123456782", "012345674", "039337423"])
+def test_valid_check_digits(id_number: str) -> None:
+    assert israeli_id_valid(id_number)
+
+
+@pytest.mark.parametrize(
+    "id_number", ["000000019", "123456781", "123456789", "987654321", "12345678", "12345678a"]
+)
+def test_invalid_check_digits_and_formats(id_number: str) -> None:
+    assert not israeli_id_valid(id_number)
+
+
+def test_a_valid_config_loads_with_profile_defaults(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert config.profile == "full"
+    assert config.hparams == profile_defaults("full")
+    assert config.ids == (ID1, ID2)
+    assert config.submission_name == f"ece046211_hw3_{ID1}_{ID2}"
+    assert config.device == "auto" and config.data_dir is None
+    assert not config.warnings and not config.has_placeholders
+
+
+def test_overrides_apply_on_top_of_the_chosen_profile(tmp_path: Path) -> None:
+    path = write_config(tmp_path, top='profile = "full"\n', hparams="lr = 1\ndropout = 0.2")
+    quick = load_config(path, profile="quick")
+    assert quick.profile == "quick"
+    assert quick.hparams == profile_defaults("quick").replace(lr=1.0, dropout=0.2)
+    assert quick.hparams_overrides == {"lr": 1, "dropout": 0.2}
+    assert load_config(path).hparams == profile_defaults("full").replace(lr=1.0, dropout=0.2)
+
+
+def test_parameters_for_the_notebook(tmp_path: Path) -> None:
+    path = write_config(tmp_path, top='device = "cpu"\ndata_dir = "data/wt2"\n', hparams="epochs = 3")
+    params = load_config(path).notebook_parameters()
+    assert params["profile"] == "full" and params["device"] == "cpu" and params["epochs"] == 3
+    assert params["data_dir"] == str(tmp_path.resolve() / "data" / "wt2")  # relative to the config file
+    assert "out_dir" not in params
+    assert set(params) == {"profile", "device", "data_dir", *profile_defaults("full").to_dict()}
+
+
+@pytest.mark.parametrize(
+    ("hparams", "key", "allowed"),
+    [
+        ("emsize = 300", "emsize", "[200, 250]"),
+        ("lr = 10.0", "lr", "[0.005, 5]"),
+        ("dropout = 0.5", "dropout", "[0, 0.3]"),
+    ],
+)
+def test_out_of_range_hparams_are_refused_with_the_range(
+    tmp_path: Path, hparams: str, key: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(write_config(tmp_path, hparams=hparams))
+    message = str(raised.value)
+    assert key in message and allowed in message and "[hparams]" in message
+
+
+def test_wrong_types_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nlayers"):
+        load_config(write_config(tmp_path, hparams='nlayers = "four"'))
+
+
+@pytest.mark.parametrize(
+    ("top", "hparams", "unknown"),
+    [('colour = "red"\n', "", "colour"), ("", "learning_rate = 0.1", "learning_rate")],
+)
+def test_unknown_keys_are_refused(tmp_path: Path, top: str, hparams: str, unknown: str) -> None:
+    with pytest.raises(ConfigError, match=unknown):
+        load_config(write_config(tmp_path, top=top, hparams=hparams))
+
+
+def test_unknown_student_keys_are_refused(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('name = "Alice Levi"', 'name = "Alice Levi"\nphone = "050"'))
+    with pytest.raises(ConfigError, match="phone"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("student", "match"),
+    [
+        (("Alice Levi", "alice@campus.technion.ac.il", '"123456781"'), "check digit"),
+        (("Alice Levi", "alice@campus.technion.ac.il", '"12345678"'), "9 digits"),
+        (("Alice Levi", "alice@campus.technion.ac.il", "123456782"), "quoted string"),
+        (("Alice Levi", "alice@gmail.com", f'"{ID1}"'), "campus"),
+        (("Alice Levi", "alice@technion.ac.il", f'"{ID1}"'), "campus"),
+        (("", "alice@campus.technion.ac.il", f'"{ID1}"'), "name"),
+    ],
+)
+def test_bad_student_data_is_refused(tmp_path: Path, student: tuple[str, str, str], match: str) -> None:
+    students = (student, VALID_STUDENTS[1])
+    with pytest.raises(ConfigError, match=match):
+        load_config(write_config(tmp_path, students=students))
+
+
+def test_exactly_two_different_students(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="exactly two"):
+        load_config(write_config(tmp_path, students=VALID_STUDENTS[:1]))
+    with pytest.raises(ConfigError, match="same id"):
+        load_config(write_config(tmp_path, students=(VALID_STUDENTS[0], VALID_STUDENTS[0])))
+
+
+@pytest.mark.parametrize(
+    ("top", "match"), [('profile = "medium"\n', "profile"), ('device = "tpu"\n', "device")]
+)
+def test_bad_profile_or_device_is_refused(tmp_path: Path, top: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(write_config(tmp_path, top=top))
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("profile = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_placeholders_are_accepted_but_flagged(tmp_path: Path) -> None:
+    students = (
+        ("Student 1", "student_1@campus.technion.ac.il", '"123456789"'),
+        ("Alice Levi", "alice@campus.technion.ac.il", f'"{ID1}"'),
+    )
+    config = load_config(write_config(tmp_path, students=students))
+    assert config.has_placeholders
+    assert config.students[0].placeholder_fields == ("name", "email", "id")
+    assert not config.students[1].is_placeholder
+    assert (
+        len(config.warnings) == 1
+        and "student 1" in config.warnings[0]
+        and "placeholder" in config.warnings[0]
+    )
+    assert config.to_dict()["placeholders"] is True
+
+
+def test_the_shipped_config_builds_with_placeholders_flagged() -> None:
+    config = load_config(SHIPPED)
+    assert config.profile == "full"
+    assert config.ids == ("123456789", "987654321")
+    assert len(config.warnings) == 2
+    assert config.hparams == profile_defaults("full")
+
+
+def test_the_shipped_config_lists_the_tuned_defaults() -> None:
+    """The commented [hparams] lines show users the real defaults: they must match profile_defaults("full")."""
+    text = SHIPPED.read_text(encoding="utf-8")
+    section = text[text.index("[hparams]") :]
+    listed = tomllib.loads(
+        "\n".join(m.group(1) for m in re.finditer(r"^# (\w+ = .+?)(?:[ \t]+#.*)?$", section, re.M))
+    )
+    defaults = profile_defaults("full").to_dict()
+    assert set(listed) == set(defaults), "every hyper-parameter is listed once"
+    quick = profile_defaults("quick").to_dict()
+    for key, value in listed.items():
+        # max_*_batches are None for "full" (TOML has no null): the file shows the "quick" value instead.
+        expected = quick[key] if defaults[key] is None else defaults[key]
+        assert value == expected, (
+            f"submission.toml shows `# {key} = {value}` but the default is {expected!r}: update the comment"
+        )
