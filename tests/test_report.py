@@ -1,0 +1,417 @@
+"""The PDF report: notebook cleaning for print, TeX log checks, and whole reports built from fixtures
+(a small executed notebook made with nbformat, metrics per the interface schema, stand-in theory files).
+
+Tests marked ``tex`` need TeX Live (xelatex, latexmk, pandoc): without it they fail with the install
+command, they are not skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from hw3.hparams import profile_defaults
+from hw3build import latex
+from hw3build.config import parse_config
+from hw3build.latex import (
+    APT_INSTALL,
+    ReportError,
+    TexMissing,
+    check_tex_tools,
+    plan_glyphs,
+    read_log,
+    run_latexmk,
+)
+from hw3build.nbtex import clean_stream_text, collapse_carriage_returns, prepare_notebook, tighten_inline_math
+from hw3build.record import collect_record
+from hw3build.report import QUESTIONS, build_report
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+from pypdf import PdfReader
+
+TASK_HEADINGS = (
+    "Task 1 - Loading and Observing the Data",
+    "Task 2 - Preparing the Data - Separating to Inputs and Targets",
+    "Task 3 - Define Hyperparameters and Initialize the Model",
+    "Task 4 - Train and Evaluate the Language Model",
+    "Task 5 - Generate Sentences",
+)
+TQDM_FRAMES = "train:  37%|███▋      | 37/100 [00:01<00:02]\rtrain: 100%|██████████| 100/100 [00:03<00:00]\n"
+LONG_LINE = (
+    "| epoch   1 |   200/ 2928 batches | " + "lr 0.00 | ms/batch 123.45 | loss  7.00 | ppl  1096.63 | " * 3
+)
+LONG_TOKEN = "sha256:" + "0123456789abcdef" * 8
+SENTENCES = [
+    "the game was released in north america on 12 march 2011 , and the first of the series",
+    "in 1998 , the company <unk> a new version of the song , which was also released",
+    "he was born in the city of <unk> , where he spent most of his early life",
+]
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+def _png() -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2.5))
+    ax.plot([1, 2, 3], [7.0, 6.1, 5.6], label="train")
+    ax.plot([1, 2, 3], [6.6, 6.0, 5.8], label="valid")
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=60)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def make_notebook(png: bytes) -> nbformat.NotebookNode:
+    """A small executed notebook shaped like ours: front matter, Part 2, Tasks 1-5, typical outputs."""
+    image = base64.b64encode(png).decode()
+    cells = [
+        new_markdown_cell(
+            '# <img src="https://img.icons8.com/x.png"> ECE 046211 - HW3\n![logo](https://x.org/a.png)'
+        ),
+        new_markdown_cell("### Students Information\n| Name | ID |\n|---|---|\n| Student 1 | 123456789 |"),
+        new_markdown_cell("## Part 1 - Theory\nThe answers are in the PDF."),
+        new_markdown_cell("## Part 2 - Code Assignments\nThe model maps $ x_t $ to $p(x_{t+1})$."),
+        new_code_cell(
+            "import torch\nprint(torch.__version__)",
+            execution_count=1,
+            outputs=[new_output("stream", name="stdout", text="2.13.0\n")],
+        ),
+        new_markdown_cell(f"### {TASK_HEADINGS[0]}\n1. Run the cells.\n2. Print the shape."),
+        new_code_cell(
+            "print(train_data.shape)  # [sequence position, batch column]",
+            execution_count=2,
+            outputs=[new_output("stream", name="stdout", text="torch.Size([102499, 20])\n")],
+        ),
+        new_markdown_cell(f"### {TASK_HEADINGS[1]}\nFor `bptt=2`: `data=[a, b]`, target $\\approx$ shifted."),
+        new_code_cell(
+            "data, target = get_batch(train_data, 0, 2)\ndata",
+            execution_count=3,
+            outputs=[
+                new_output(
+                    "execute_result",
+                    execution_count=3,
+                    data={
+                        "text/plain": "tensor([[   9,   59],\n        [  10,   11]])",
+                        "text/html": "<b>tensor</b>",
+                    },
+                )
+            ],
+        ),
+        new_markdown_cell(f"### {TASK_HEADINGS[2]}"),
+        new_code_cell(
+            "print(hparams)\nprint(LONG)",
+            execution_count=4,
+            outputs=[new_output("stream", name="stdout", text=f"emsize : 250\n{LONG_LINE}\n{LONG_TOKEN}\n")],
+        ),
+        new_markdown_cell(f"### {TASK_HEADINGS[3]}\nTraining ≈ 3 minutes."),
+        new_code_cell(
+            "for epoch in trange(epochs):\n    train(model, bptt)",
+            execution_count=5,
+            outputs=[
+                new_output("stream", name="stderr", text=TQDM_FRAMES),
+                new_output("stream", name="stdout", text="| end of epoch   1 | valid ppl   330.12\n"),
+            ],
+        ),
+        new_code_cell(
+            "plot_curves(history)",
+            execution_count=6,
+            outputs=[new_output("display_data", data={"image/png": image, "text/plain": "<Figure>"})],
+        ),
+        new_markdown_cell(f"### {TASK_HEADINGS[4]}\nDo they make sense? Partly."),
+        new_code_cell(
+            "for s in sentences:\n    print(s)",
+            execution_count=7,
+            outputs=[new_output("stream", name="stdout", text="\n".join(SENTENCES) + " 攻殻機動隊\n")],
+        ),
+    ]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def make_metrics(profile: str) -> dict:
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 6.9 - 0.4 * e,
+            "val_loss": 6.6 - 0.3 * e,
+            "val_ppl": 2.718 ** (6.6 - 0.3 * e),
+            "lr": 1e-3 / e,
+            "seconds": 61.5,
+        }
+        for e in (1, 2, 3)
+    ]
+    return {
+        "profile": profile,
+        "hparams": profile_defaults(profile).to_dict(),
+        "device": "cpu",
+        "torch_version": "2.13.0",
+        "data": {
+            "vocab_size": 28782,
+            "itos_sha256": "ab" * 32,
+            "train": {"n_tokens": 2049990, "ids_sha256": "cd" * 32},
+        },
+        "history": history,
+        "best_epoch": 3,
+        "best_val_loss": 5.7,
+        "best_val_ppl": 298.87,
+        "test_loss": 5.6543,
+        "test_ppl": 285.41,
+        "sentences": SENTENCES,
+        "timings": {"train_seconds": 184.5, "total_seconds": 230.0},
+        "figures": ["figures/loss_ppl.png"],
+    }
+
+
+def make_theory(folder: Path) -> tuple[Path, Path]:
+    theory, checks = folder / "theory", folder / "checks-out"
+    theory.mkdir()
+    checks.mkdir()
+    (theory / "preamble.tex").write_text("\\usepackage{bm}\n\\newcommand{\\R}{\\mathbb{R}}\n")
+    (theory / "q1.tex").write_text(
+        "A self-attention layer costs $O(T^2 D + T^2 M)$ multiplications:\n"
+        "\\[ V'_i = \\frac{\\sum_{j=1}^T \\mathrm{sim}(Q_i, K_j) V_j}{\\sum_{r=1}^T \\mathrm{sim}(Q_i, K_r)},"
+        " \\quad X \\in \\R^{T \\times d}. \\]\n\\input{checks/q1_checks.tex}\n"
+    )
+    (theory / "q2.tex").write_text("Initialise $\\bm{W}_l$ with variance $2/n$ and $b_l = 0$.\n")
+    (theory / "q3.tex").write_text(
+        "By the chain rule, $\\frac{\\partial \\ell}{\\partial W[i,j]}$ sums over time.\n"
+    )
+    (checks / "q1_checks.tex").write_text(
+        "\\begin{tabular}{lr}\\toprule T & mults \\\\ \\midrule 4 & 96 \\\\ \\bottomrule\\end{tabular}\n"
+    )
+    return theory, checks
+
+
+def make_config(profile: str, placeholders: bool):
+    students = (
+        [
+            {"name": "Student 1", "email": "student_1@campus.technion.ac.il", "id": "123456789"},
+            {"name": "Student 2", "email": "student_2@campus.technion.ac.il", "id": "987654321"},
+        ]
+        if placeholders
+        else [
+            {"name": "Noa Levi", "email": "noa.levi@campus.technion.ac.il", "id": "100000009"},
+            {"name": "Amir Cohen", "email": "amir.c@campus.technion.ac.il", "id": "100000017"},
+        ]
+    )
+    return parse_config({"profile": profile, "students": students})
+
+
+def make_inputs(folder: Path, profile: str, placeholders: bool = True) -> dict:
+    """Everything build_report needs, laid out like build/run/<key>/ and build/theory/."""
+    config = make_config(profile, placeholders)
+    run_dir = folder / "run" / "key"
+    (run_dir / "figures").mkdir(parents=True)
+    png = _png()
+    (run_dir / "figures" / "loss_ppl.png").write_bytes(png)
+    nb_path = run_dir / "executed.ipynb"
+    nbformat.write(make_notebook(png), nb_path)
+    theory, checks = make_theory(folder)
+    metrics = make_metrics(profile)
+    record = collect_record(
+        config,
+        timings={"render": 0.4, "execute": 230.0},
+        metrics=metrics,
+        execution={"key": "f" * 64, "cache_hit": False},
+    )
+    return {
+        "executed_nb": nb_path,
+        "metrics": metrics,
+        "theory_src": theory,
+        "checks_dir": checks,
+        "config": config,
+        "record": record,
+        "out_pdf": folder / "report" / "report.pdf",
+    }
+
+
+def pdf_text(path: Path) -> str:
+    return "\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+
+
+def _normalized(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    check_tex_tools()  # fails (with the apt command) rather than skips when TeX is absent
+    folder = tmp_path_factory.mktemp("quick")
+    inputs = make_inputs(folder, "quick")
+    pdf = build_report(**inputs)
+    return pdf, pdf_text(pdf)
+
+
+# ----------------------------------------------------------------------------------- unit: cleaning
+
+
+def test_collapse_carriage_returns_keeps_the_last_frame_of_each_line() -> None:
+    assert collapse_carriage_returns("a\r10%\r100% done\nnext\r\n") == "100% done\nnext\n"
+    assert collapse_carriage_returns("bar 50%\rbar 100%\r\n") == "bar 100%\n"
+
+
+def test_clean_stream_text_drops_cursor_codes_but_keeps_colours() -> None:
+    text = clean_stream_text("\x1b[A\x1b[2Kstep 1\rstep 2 \x1b[31mred\x1b[0m\x08\n")
+    assert text == "step 2 \x1b[31mred\x1b[0m\n"
+
+
+def test_tighten_inline_math() -> None:
+    assert tighten_inline_math("with $ x_t $ and $y$ and $$ z $$") == "with $x_t$ and $y$ and $$ z $$"
+    assert tighten_inline_math("`echo $ HOME $` and $ a $") == "`echo $ HOME $` and $a$"  # code untouched
+
+
+def test_prepare_notebook_shifts_headings_and_drops_front_matter_and_html() -> None:
+    nb = prepare_notebook(make_notebook(b"png"))
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "Students Information" not in markdown and "img" not in markdown
+    assert "Part 2" not in markdown  # the report prints its own part heading
+    for heading in TASK_HEADINGS:
+        assert f"\n# {heading}" in "\n" + markdown
+    assert "$x_t$" in markdown
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert len(code) == 7  # every code cell kept
+    outputs = [o for c in code for o in c.outputs]
+    assert all("text/html" not in o.get("data", {}) for o in outputs)
+    stderr = next(o.text for o in outputs if o.get("name") == "stderr")
+    assert "37%" not in stderr and "100%|" in stderr
+
+
+# ---------------------------------------------------------------------------------- unit: TeX checks
+
+
+def test_tex_missing_names_the_tool_and_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(latex.shutil, "which", lambda tool: None if tool == "latexmk" else "/usr/bin/" + tool)
+    with pytest.raises(TexMissing) as info:
+        check_tex_tools()
+    assert "latexmk" in str(info.value) and APT_INSTALL in str(info.value)
+
+
+def test_read_log_finds_errors_missing_glyphs_and_overflow() -> None:
+    log = (
+        "Missing character: There is no █ (U+2588) in font [lmroman10-regular]:mapping=tex-text;!\n"
+        "./report.tex:12: Undefined control sequence.\nl.12 \\foo\n"
+        "Overfull \\hbox (14.2pt too wide) in paragraph at lines 3--4\n"
+        "Overfull \\hbox (0.5pt too wide) in paragraph at lines 5--6\n"
+    )
+    found = read_log(log)
+    assert found.missing_characters == ["█ (U+2588) (font [lmroman10-regular])"]
+    assert len(found.errors) == 1 and "Undefined control sequence" in found.errors[0]
+    assert len(found.overfull) == 1 and "14.2pt" in found.overfull[0]
+
+
+@pytest.mark.tex
+def test_absent_latex_package_is_reported_with_the_install_command(tmp_path: Path) -> None:
+    check_tex_tools()
+    tex = tmp_path / "doc.tex"
+    tex.write_text("\\documentclass{article}\\usepackage{hwNoSuchPackage}\\begin{document}x\\end{document}\n")
+    with pytest.raises(TexMissing) as info:
+        run_latexmk(tex, source_date_epoch=0)
+    assert "hwNoSuchPackage.sty" in str(info.value) and APT_INSTALL in str(info.value)
+
+
+def test_glyph_plan_falls_back_or_replaces() -> None:
+    check_tex_tools()  # the fonts come with the TeX packages
+    plan = plan_glyphs(["≈ █ é 攻"])
+    assert "≈" in plan.fallback and "█" in plan.fallback  # Latin Modern lacks them, DejaVu Sans has them
+    assert "é" not in plan.fallback and "é" not in plan.unprintable
+    assert "攻" in plan.unprintable
+    assert plan.sanitize("a 攻 b") == "a \N{REPLACEMENT CHARACTER} b"
+    assert r"\newunicodechar{≈}" in plan.preamble()
+
+
+# ------------------------------------------------------------------------------------ whole reports
+
+
+@pytest.mark.tex
+def test_quick_report_has_cover_draft_headings_and_results(quick_report: tuple[Path, str]) -> None:
+    pdf, text = quick_report
+    flat = _normalized(text)
+    first_page = _normalized(PdfReader(pdf).pages[0].extract_text())
+    assert "DRAFT" in first_page
+    assert "HW3 — Sequential Tasks and Training Methods" in first_page
+    for name in ("Student 1", "Student 2", "student_1@campus.technion.ac.il", "123456789", "987654321"):
+        assert name in first_page
+    assert "PLACEHOLDER STUDENT DETAILS" in first_page
+    for title, _ in QUESTIONS:
+        assert title in flat, title
+    for heading in TASK_HEADINGS:
+        assert heading in flat, heading
+    assert "285.41" in flat and "5.654" in flat
+    assert SENTENCES[0][:40] in flat
+    assert "Part 2 - Code Assignments" in flat and "Appendix - Reproducibility" in flat
+    assert "$" not in flat and "\\frac" not in flat
+
+
+@pytest.mark.tex
+def test_quick_report_log_is_clean_and_progress_frames_collapsed(quick_report: tuple[Path, str]) -> None:
+    pdf, text = quick_report
+    log_text = (pdf.parent / "tex" / "report.log").read_text(encoding="utf-8", errors="replace")
+    assert "Missing character" not in log_text
+    assert read_log(log_text).overfull == []  # nothing wider than the page (2 pt tolerance)
+    assert "100/100" in text and "37/100" not in text
+    assert "█" in text  # tqdm's bar glyph survives (DejaVu Sans Mono)
+    assert (pdf.parent / "report.tex").is_file()
+    assert not list(pdf.parent.glob(".tex-*"))  # the temporary TeX folder was moved away
+
+
+@pytest.mark.tex
+def test_full_report_has_no_draft_marking(tmp_path: Path) -> None:
+    check_tex_tools()
+    inputs = make_inputs(tmp_path, "full", placeholders=False)
+    pdf = build_report(**inputs)
+    reader = PdfReader(pdf)
+    text = pdf_text(pdf)
+    assert "DRAFT" not in text and "PLACEHOLDER" not in text
+    assert "Noa Levi" in reader.pages[0].extract_text()
+    assert reader.metadata.title == "HW3 — Sequential Tasks and Training Methods"
+
+
+@pytest.mark.tex
+def test_latex_error_surfaces_as_report_error(tmp_path: Path) -> None:
+    check_tex_tools()
+    inputs = make_inputs(tmp_path, "quick")
+    (inputs["theory_src"] / "q2.tex").write_text("Broken: \\thisMacroDoesNotExist{x}\n")
+    inputs["out_pdf"].parent.mkdir(parents=True)
+    inputs["out_pdf"].write_bytes(b"%PDF previous good report")
+    with pytest.raises(ReportError) as info:
+        build_report(**inputs)
+    message = str(info.value)
+    assert "Undefined control sequence" in message and "thisMacroDoesNotExist" in message
+    assert inputs["out_pdf"].read_bytes() == b"%PDF previous good report"  # the old PDF is untouched
+    assert (inputs["out_pdf"].parent / "tex-failed" / "report.log").is_file()
+
+
+def test_incomplete_metrics_are_named(tmp_path: Path) -> None:
+    check_tex_tools()
+    inputs = make_inputs(tmp_path, "quick")
+    del inputs["metrics"]["test_ppl"]
+    with pytest.raises(ReportError, match="test_ppl"):
+        build_report(**inputs)
+
+
+def test_missing_theory_answer_is_named(tmp_path: Path) -> None:
+    check_tex_tools()
+    inputs = make_inputs(tmp_path, "quick")
+    (inputs["theory_src"] / "q3.tex").unlink()
+    with pytest.raises(ReportError, match="q3.tex"):
+        build_report(**inputs)
+
+
+@pytest.mark.tex
+def test_same_inputs_give_a_byte_identical_pdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_tex_tools()
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764000000")
+    first = build_report(**make_inputs(tmp_path / "a", "full", placeholders=False))
+    second = build_report(**make_inputs(tmp_path / "b", "full", placeholders=False))
+    assert first.read_bytes() == second.read_bytes()
+    assert "24 November 2025" in PdfReader(first).pages[0].extract_text()  # the cover date follows the epoch
