@@ -1,0 +1,201 @@
+"""hw3build.execute: papermill runs with a real kernel; success is read from the notebook; cache hits skip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+from hw3build.execute import (
+    ExecutionFailed,
+    ParameterError,
+    execute_notebook,
+    explain_miss,
+    find_failure,
+    restitch_markdown,
+)
+from hw3build.render import KERNELSPEC, LANGUAGE_INFO
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+FAST = {"progress_bar": False, "log_output": False}
+
+
+def synthetic_notebook(path: Path, task2_code: str = "y = x * 2", intro: str = "A tiny notebook.") -> Path:
+    """Parameters, two tasks, and a last cell that writes metrics.json into out_dir (as the real one does)."""
+    nb = new_notebook(metadata={"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)})
+    parameters = new_code_cell("x = 1\nout_dir = 'outputs'")
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        new_markdown_cell(f"# Title\n{intro}"),
+        parameters,
+        new_markdown_cell("### Task 1 - Loading\nLoad things."),
+        new_code_cell("import json, os\nprint('x is', x)"),
+        new_markdown_cell("### Task 2 - Preparing\n#### A sub-step"),
+        new_code_cell(task2_code),
+        new_code_cell(
+            "os.makedirs(out_dir, exist_ok=True)\n"
+            "json.dump({'x': x, 'y': y}, open(os.path.join(out_dir, 'metrics.json'), 'w'))"
+        ),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_run_succeeds_then_cache_hit_skips_execution(tmp_path: Path, monkeypatch) -> None:
+    nb = synthetic_notebook(tmp_path / "nb.ipynb")
+    first = execute_notebook(nb, {"x": 3}, tmp_path / "run", **FAST)
+    assert not first.cache_hit
+    assert first.out_dir == tmp_path / "run" / first.key
+    assert json.loads(first.metrics_path.read_text()) == {"x": 3, "y": 6}
+    executed = nbformat.read(first.executed_path, as_version=4)
+    assert find_failure(executed) is None
+    assert all(c.execution_count for c in executed.cells if c.cell_type == "code")
+    assert not list((tmp_path / "run").glob(".tmp-*"))  # the temporary folder was renamed
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("papermill ran on a cache hit")
+
+    monkeypatch.setattr(papermill, "execute_notebook", must_not_run)
+    second = execute_notebook(nb, {"x": 3}, tmp_path / "run", **FAST)
+    assert second.cache_hit and second.key == first.key and second.executed_path == first.executed_path
+
+
+def test_cache_hit_carries_the_current_markdown(tmp_path: Path) -> None:
+    first = execute_notebook(synthetic_notebook(tmp_path / "a.ipynb"), {"x": 2}, tmp_path / "run", **FAST)
+    edited = synthetic_notebook(tmp_path / "b.ipynb", intro="Edited prose, same code.")
+    hit = execute_notebook(edited, {"x": 2}, tmp_path / "run", **FAST)
+    assert hit.cache_hit and hit.key == first.key
+    nb = nbformat.read(hit.executed_path, as_version=4)
+    assert "Edited prose, same code." in nb.cells[0].source
+    printed = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("import json")]
+    assert printed[0].outputs[0]["text"] == "x is 2\n"  # the cached outputs, not a re-run
+
+
+def test_parameter_or_code_change_is_a_miss(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    a = execute_notebook(synthetic_notebook(tmp_path / "a.ipynb"), {"x": 1}, run, **FAST)
+    b = execute_notebook(synthetic_notebook(tmp_path / "a.ipynb"), {"x": 5}, run, **FAST)
+    c = execute_notebook(
+        synthetic_notebook(tmp_path / "c.ipynb", task2_code="y = x * 3"), {"x": 1}, run, **FAST
+    )
+    assert len({a.key, b.key, c.key}) == 3 and not (b.cache_hit or c.cache_hit)
+    assert json.loads(c.metrics_path.read_text()) == {"x": 1, "y": 3}
+
+
+def test_a_miss_is_explained_against_the_latest_run(tmp_path: Path) -> None:
+    captured: list[dict] = []
+    execute_notebook(
+        synthetic_notebook(tmp_path / "a.ipynb"),
+        {"x": 1},
+        tmp_path / "run",
+        on_key=lambda k, i: captured.append(i),
+        **FAST,
+    )
+    changed = {**captured[0], "parameters": {**captured[0]["parameters"], "x": 9}}
+    assert explain_miss(tmp_path / "run", changed) == ["parameter x: 1 -> 9"]
+    assert explain_miss(tmp_path / "run", captured[0]) == []
+
+
+def test_failing_cell_names_task_and_cell_and_keeps_partial_and_good_runs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    good = execute_notebook(synthetic_notebook(tmp_path / "good.ipynb"), {"x": 1}, run, **FAST)
+    good_bytes = good.executed_path.read_bytes()
+    bad = synthetic_notebook(tmp_path / "bad.ipynb", task2_code="y = x / 0  # divides by zero")
+    with pytest.raises(ExecutionFailed) as info:
+        execute_notebook(bad, {"x": 1}, run, **FAST)
+    message = str(info.value)
+    assert "Task 2 - Preparing" in message and "A sub-step" in message
+    assert "y = x / 0" in message and "ZeroDivisionError" in message
+    partial = info.value.partial_path
+    assert partial is not None and partial.parent.name.startswith("failed-")
+    partial_nb = nbformat.read(partial, as_version=4)
+    assert any(o.get("output_type") == "error" for c in partial_nb.cells for o in c.get("outputs", []))
+    assert good.executed_path.read_bytes() == good_bytes  # the previous good run is untouched
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("failed-")) == [good.key]
+
+
+def test_cell_timeout_is_a_failure(tmp_path: Path) -> None:
+    slow = synthetic_notebook(tmp_path / "slow.ipynb", task2_code="import time\ntime.sleep(60)\ny = 1")
+    with pytest.raises(ExecutionFailed, match="Task 2 - Preparing") as info:
+        execute_notebook(slow, {}, tmp_path / "run", cell_timeout=2, **FAST)
+    assert "import time" in str(info.value)
+    assert info.value.partial_path is not None and info.value.partial_path.is_file()
+
+
+def test_missing_metrics_is_a_failure(tmp_path: Path) -> None:
+    nb = synthetic_notebook(tmp_path / "nb.ipynb")
+    notebook = nbformat.read(nb, as_version=4)
+    notebook.cells = notebook.cells[:-1]  # never writes metrics.json
+    nbformat.write(notebook, nb)
+    with pytest.raises(ExecutionFailed, match="metrics.json"):
+        execute_notebook(nb, {}, tmp_path / "run", **FAST)
+
+
+def test_unknown_parameter_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match="unknown notebook parameter.*'z'"):
+        execute_notebook(synthetic_notebook(tmp_path / "nb.ipynb"), {"z": 1}, tmp_path / "run", **FAST)
+
+
+def test_find_failure_reads_unrun_and_interrupted_cells(tmp_path: Path) -> None:
+    nb = nbformat.read(synthetic_notebook(tmp_path / "nb.ipynb"), as_version=4)
+    for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = number + 1
+    assert find_failure(nb) is None
+    nb.cells[5].execution_count = None  # a cell that never ran (e.g. after a dead kernel)
+    failure = find_failure(nb)
+    assert failure is not None and failure.cell_index == 5 and failure.task.startswith("Task 2 - Preparing")
+    nb.cells[5].execution_count = 9
+    nb.cells[3].metadata["papermill"] = {"status": "running"}
+    assert find_failure(nb).cell_index == 3
+
+
+def test_restitch_refuses_mismatched_code(tmp_path: Path) -> None:
+    a = nbformat.read(synthetic_notebook(tmp_path / "a.ipynb"), as_version=4)
+    b = nbformat.read(synthetic_notebook(tmp_path / "b.ipynb", task2_code="y = 0"), as_version=4)
+    with pytest.raises(ValueError, match="differs"):
+        restitch_markdown(a, b)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_real_notebook_runs_with_the_quick_profile(real_data_dir: Path, tmp_path: Path) -> None:
+    from hw3build.config import parse_config
+    from hw3build.render import render_notebook
+
+    students = [
+        {"name": "Dana Levi", "email": "dana.levi@campus.technion.ac.il", "id": "000000018"},
+        {"name": "Noam Cohen", "email": "noam.c@campus.technion.ac.il", "id": "000000026"},
+    ]
+    cfg = parse_config({"profile": "quick", "students": students, "data_dir": str(real_data_dir)})
+    nb_path = render_notebook(cfg, tmp_path / "hw3.ipynb")
+    result = execute_notebook(nb_path, cfg.notebook_parameters(), tmp_path / "run", **FAST)
+
+    executed = nbformat.read(result.executed_path, as_version=4)
+    assert find_failure(executed) is None
+    counts = [c.execution_count for c in executed.cells if c.cell_type == "code"]
+    assert all(counts) and counts == sorted(counts)
+    streams = "".join(
+        o.get("text", "")
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream"
+    )
+    assert "█" not in streams and "\r" not in streams  # no progress bars in the saved notebook
+    for expected in ("train_data.shape = (102499, 20)", "ntokens = 28782", "TransformerModel(", "test ppl"):
+        assert expected in streams
+    assert any("image/png" in o.get("data", {}) for c in executed.cells for o in c.get("outputs", []))
+
+    metrics = json.loads(result.metrics_path.read_text())
+    hp = cfg.hparams
+    assert metrics["profile"] == "quick" and metrics["hparams"] == hp.to_dict()
+    assert metrics["data"]["vocab_size"] == 28782 and metrics["data"]["train"]["n_tokens"] == 2049990
+    assert [row["epoch"] for row in metrics["history"]] == list(range(1, hp.epochs + 1))
+    assert 1 <= metrics["best_epoch"] <= hp.epochs
+    assert 1.0 < metrics["test_ppl"] < 28782  # better than a uniform guess over the vocabulary
+    assert len(metrics["sentences"]) == 3 and all(len(s.split(" ")) == 20 for s in metrics["sentences"])
+    assert metrics["figures"] == ["figures/loss_ppl.png"]
+    assert (result.out_dir / "figures" / "loss_ppl.png").stat().st_size > 10_000
+    assert set(metrics["timings"]) == {"train_seconds", "total_seconds"}
