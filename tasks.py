@@ -17,6 +17,7 @@ BUILD_DIR = ROOT / "build"
         "profile": "quick (minutes, DRAFT) or full (the submission); default: the config's profile",
         "force": "re-run the notebook even when a cached run matches",
         "config": "the submission config (default: submission.toml)",
+        "data_dir": "offline folder with wiki.{train,valid,test}.tokens (overrides data_dir in the config)",
         "lock_timeout": "seconds to wait when another build holds build/.lock (default: 10)",
     }
 )
@@ -25,6 +26,7 @@ def build(
     profile: str | None = None,
     force: bool = False,
     config: str = "submission.toml",
+    data_dir: str | None = None,
     lock_timeout: int = 10,
 ) -> None:
     """Build build/dist/ece046211_hw3_<id1>_<id2>.zip: notebook, execution, theory checks, PDF, zip, checks."""
@@ -37,7 +39,7 @@ def build(
     if not config_path.is_absolute() and not config_path.exists():
         config_path = ROOT / config_path  # invoke may run from a subfolder of the repository
     try:
-        run_build(config_path, profile=profile, force=force, lock_timeout=lock_timeout)
+        run_build(config_path, profile=profile, force=force, data_dir=data_dir, lock_timeout=lock_timeout)
     except BuildFailed as exc:
         raise Exit(f"\nERROR: {exc}\nThe previous zip (if any) is unchanged.", code=1) from None
     except KeyboardInterrupt:

@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-
 from hw3.data import WikiText2, batchify, build_vocab, data_process, get_batch, ids_sha256, main, summary
 from hw3.vocab import basic_english_tokenize
 

@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from hw3 import download
 from hw3.download import DataError, extract_wikitext, sha256_file, verify_folder, wikitext2_dir
 

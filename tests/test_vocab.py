@@ -1,7 +1,6 @@
 """torchtext 0.18 parity of the basic_english tokenizer and build_vocab_from_iterator."""
 
 import pytest
-
 from hw3.vocab import Vocab, basic_english_tokenize, build_vocab_from_iterator, get_tokenizer
 
 

@@ -13,6 +13,7 @@ stage failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any
 
 import nbformat
 
-from hw3build.config import SubmissionConfig, load_config
+from hw3build.config import ConfigError, SubmissionConfig, load_config
 from hw3build.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
 from hw3build.package import make_zip
 from hw3build.record import collect_record, write_record
@@ -163,6 +164,7 @@ def build(
     profile: str | None = None,
     force: bool = False,
     *,
+    data_dir: str | Path | None = None,
     build_dir: str | Path | None = None,
     project_root: str | Path | None = None,
     lock_timeout: float = DEFAULT_TIMEOUT_S,
@@ -171,6 +173,7 @@ def build(
 ) -> BuildResult:
     """Build the submission zip; raise :class:`BuildFailed` naming the stage that failed.
 
+    ``data_dir`` (an offline WikiText-2 folder) overrides the config's ``data_dir``.
     ``project_root`` (where ``theory/`` lives and whose git commit is recorded) defaults to the config
     file's folder, ``build_dir`` to ``<project_root>/build``.
     """
@@ -187,6 +190,11 @@ def build(
 
     with run("config"):
         config = load_config(config_path, profile=profile)
+        if data_dir is not None:
+            folder = Path(data_dir).expanduser().resolve()
+            if not folder.is_dir():
+                raise ConfigError(f"--data-dir {data_dir}: no such folder")
+            config = dataclasses.replace(config, data_dir=folder)
     say(
         f"      {config.profile} profile, device {config.device}, students {config.ids[0]} and {config.ids[1]}"
     )

@@ -1,0 +1,169 @@
+"""Training speed: the assignment's (seed) loop against ours, same model, data and hyper-parameters.
+
+    python benchmarks/bench_train.py [--batches N] [--block B] [--data-dir DIR] [--threads T]
+
+Both loops start from the same initial weights and train on the same batches of WikiText-2 (bptt 35,
+batch 20) with the full profile's model and optimizer at a constant learning rate. They run in
+alternating blocks of B batches, each block re-seeded identically for both (same dropout masks), so
+machine noise hits both alike and the losses can be compared block by block. After one warm-up block
+each, N batches of each are timed. Prints ms/batch and tokens/s of each and the speed ratio, then the
+loss-equivalence check: ours against the seed loop, next to the seed loop against itself with other
+dropout masks (an untimed third run: the noise level of training itself).
+"""
+
+import argparse
+import copy
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+from hw3.data import WikiText2, batchify, build_vocab, data_process
+from hw3.download import wikitext2_dir
+from hw3.hparams import profile_defaults
+from hw3.model import TransformerModel
+from hw3.train import autocast_dtype, make_optimizer, make_scheduler, train
+from hw3.vocab import get_tokenizer
+from torch import nn
+
+# Loss equivalence. The first block starts from identical weights with identical dropout masks, so only
+# bf16 rounding separates the two losses (relative tolerance). Afterwards the trajectories drift apart (any
+# rounding difference grows), so later blocks are compared with the run-to-run noise of the seed loop itself:
+# the same seed loop with other dropout masks ("seed'"), untimed. Ours must stay as close to the seed loop as
+# that, or within MEAN_TOLERANCE nats, whichever is larger.
+FIRST_BLOCK_RELATIVE_TOLERANCE = 0.005
+MEAN_TOLERANCE = 0.05
+NOISE = "seed'"  # the seed loop again, with other dropout masks
+
+
+def seed_train_block(model, optimizer, train_data, start_batch, n_batches, bptt, ntokens) -> list[float]:
+    """The assignment's training loop (fp32, model(data, src_mask), loss.item() every batch)."""
+    criterion = nn.CrossEntropyLoss()
+    model.train()
+    src_mask = model.generate_square_subsequent_mask(bptt).to(train_data.device)
+    losses = []
+    for batch in range(start_batch, start_batch + n_batches):
+        i = batch * bptt
+        seq_len = min(bptt, len(train_data) - 1 - i)
+        data, targets = train_data[i : i + seq_len], train_data[i + 1 : i + 1 + seq_len].reshape(-1)
+        output = model(data, src_mask)
+        loss = criterion(output.view(-1, ntokens), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per loop (after warm-up)")
+    parser.add_argument("--block", type=int, default=5, help="batches per alternating block")
+    parser.add_argument("--data-dir", help="folder with wiki.{train,valid,test}.tokens")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="enable_nested_tensor")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    hp = profile_defaults("full").replace(scheduler="constant", warmup_batches=0)
+    device = torch.device("cpu")
+    amp_dtype = autocast_dtype(device, hp.precision)
+    folder = wikitext2_dir(data_dir=args.data_dir)
+    tokenizer = get_tokenizer("basic_english")
+    vocab = build_vocab(WikiText2(folder, split="train"), tokenizer)
+    train_data = batchify(data_process(WikiText2(folder, split="train"), vocab, tokenizer), hp.batch_size)
+    ntokens = len(vocab)
+
+    torch.manual_seed(hp.seed)
+    seed_model = TransformerModel(
+        ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first
+    )
+    our_model = TransformerModel(ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+    our_model.load_state_dict(seed_model.state_dict())
+    noise_model = copy.deepcopy(seed_model)
+    seed_optimizer = getattr(torch.optim, hp.optimizer)(seed_model.parameters(), **optimizer_kwargs(hp))
+    our_optimizer = make_optimizer(our_model, hp)
+    noise_optimizer = getattr(torch.optim, hp.optimizer)(noise_model.parameters(), **optimizer_kwargs(hp))
+    our_scheduler = make_scheduler(our_optimizer, hp, batches_per_epoch=10**9)
+
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, ours: autocast {amp_dtype}, fused loss"
+    )
+    print(f"model: emsize {hp.emsize}, nhid {hp.nhid}, nlayers {hp.nlayers}, nhead {hp.nhead}, "
+          f"dropout {hp.dropout}, {hp.optimizer} lr {hp.lr:g}; batch {hp.batch_size} x bptt {hp.bptt}")  # fmt: skip
+    n_blocks = 1 + math.ceil(args.batches / args.block)  # the first block of each is the warm-up
+    times = {"seed": 0.0, "ours": 0.0}
+    cpu_times = {"seed": 0.0, "ours": 0.0}
+    block_ratios = []  # seed time / our time per timed block: its median shrugs off a hiccup of the machine  # process CPU time: less sensitive to other load on the machine
+    block_losses = {"seed": [], "ours": [], NOISE: []}
+    for block in range(n_blocks):
+        start = block * args.block
+        torch.manual_seed(hp.seed + block)
+        t0, c0 = time.perf_counter(), time.process_time()
+        losses = seed_train_block(seed_model, seed_optimizer, train_data, start, args.block, hp.bptt, ntokens)
+        seed_seconds, seed_cpu = time.perf_counter() - t0, time.process_time() - c0
+        block_losses["seed"].append(sum(losses) / len(losses))
+
+        torch.manual_seed(hp.seed + block)
+        rows = train_data[start * hp.bptt : (start + args.block) * hp.bptt + 1]
+        t0, c0 = time.perf_counter(), time.process_time()
+        mean_loss = train(our_model, hp.bptt, rows, our_optimizer, our_scheduler, 1, clip=hp.clip,
+                          log_interval=10**9, amp_dtype=amp_dtype, fused_loss=True, progress=False)  # fmt: skip
+        our_seconds, our_cpu = time.perf_counter() - t0, time.process_time() - c0
+        block_losses["ours"].append(mean_loss)
+        torch.manual_seed(hp.seed + 10**6 + block)  # other dropout masks: the seed loop's own noise
+        noise = seed_train_block(
+            noise_model, noise_optimizer, train_data, start, args.block, hp.bptt, ntokens
+        )
+        block_losses[NOISE].append(sum(noise) / len(noise))
+        if block > 0:
+            times["seed"] += seed_seconds
+            times["ours"] += our_seconds
+            block_ratios.append(seed_seconds / our_seconds)
+            cpu_times["seed"] += seed_cpu
+            cpu_times["ours"] += our_cpu
+        print(f"block {block:2d}{' (warm-up)' if block == 0 else '          '}  "
+              f"seed {seed_seconds * 1000 / args.block:7.1f} ms/batch  ours {our_seconds * 1000 / args.block:7.1f} "
+              f"ms/batch  mean loss seed {block_losses['seed'][-1]:.4f} ours {block_losses['ours'][-1]:.4f} "
+              f"{NOISE} {block_losses[NOISE][-1]:.4f}",
+              flush=True)  # fmt: skip
+
+    timed = (n_blocks - 1) * args.block
+    tokens = timed * hp.batch_size * hp.bptt
+    print("-" * 72)
+    for name in ("seed", "ours"):
+        print(f"{name:5s}: {times[name] * 1000 / timed:7.1f} ms/batch  {tokens / times[name]:8.0f} tokens/s  "
+              f"({timed} batches of {hp.batch_size}x{hp.bptt})")  # fmt: skip
+    ratio = times["seed"] / times["ours"]
+    median_ratio = statistics.median(block_ratios)
+    print(
+        f"speed-up (tokens/s ours / seed): {ratio:.2f}x overall, {median_ratio:.2f}x median of the "
+        f"{len(block_ratios)} blocks  (goal >= 3.0x)"
+    )
+    print(f"CPU time per batch: seed {cpu_times['seed'] * 1000 / timed:.1f} ms, ours {cpu_times['ours'] * 1000 / timed:.1f} "
+          f"ms -> {cpu_times['seed'] / cpu_times['ours']:.2f}x  (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")  # fmt: skip
+    diffs = [abs(a - b) for a, b in zip(block_losses["seed"], block_losses["ours"], strict=True)]
+    noise = [abs(a - b) for a, b in zip(block_losses["seed"], block_losses[NOISE], strict=True)]
+    mean_diff, mean_noise = sum(diffs) / len(diffs), sum(noise) / len(noise)
+    first_ok = diffs[0] <= FIRST_BLOCK_RELATIVE_TOLERANCE * block_losses["seed"][0]
+    ok = first_ok and mean_diff <= max(MEAN_TOLERANCE, mean_noise)
+    print(f"loss equivalence: first block (same init, same dropout masks) |ours - seed| {diffs[0]:.4f} nats "
+          f"= {diffs[0] / block_losses['seed'][0]:.2%} (tolerance {FIRST_BLOCK_RELATIVE_TOLERANCE:.1%}); "
+          f"mean over {n_blocks} blocks |ours - seed| {mean_diff:.4f} vs the seed loop's own noise "
+          f"|seed' - seed| {mean_noise:.4f} (tolerance max(noise, {MEAN_TOLERANCE})) -> {'OK' if ok else 'FAILED'}")  # fmt: skip
+    return 0 if ok else 1
+
+
+def optimizer_kwargs(hp) -> dict:
+    if hp.optimizer == "SGD":
+        return {"lr": hp.lr, "weight_decay": hp.weight_decay}
+    return {"lr": hp.lr, "betas": (hp.adam_beta1, hp.adam_beta2), "weight_decay": hp.weight_decay}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Task 4's figure: training and validation loss and perplexity per epoch, the test result marked."""
+
+import math
+import os
+
+import matplotlib.pyplot as plt
+
+
+def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
+    """Two panels (loss, perplexity) of ``history`` rows ``{"epoch", "train_loss", "val_loss", ...}``.
+
+    The test loss/perplexity (of the best model) is drawn as a marker at the best epoch. When ``path``
+    is given the figure is saved there as PNG (written to a temporary name, then renamed).
+    Returns the matplotlib figure.
+    """
+    epochs = [row["epoch"] for row in history]
+    train_loss = [row["train_loss"] for row in history]
+    val_loss = [row["val_loss"] for row in history]
+    fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, transform, name in ((ax_loss, lambda x: x, "loss"), (ax_ppl, math.exp, "perplexity")):
+        ax.plot(epochs, [transform(x) for x in train_loss], "o-", label=f"train {name}")
+        ax.plot(epochs, [transform(x) for x in val_loss], "s-", label=f"validation {name}")
+        if test_loss is not None:
+            at = best_epoch if best_epoch is not None else epochs[-1]
+            value = transform(test_loss)
+            ax.plot([at], [value], "r*", markersize=14, label=f"test {name} (best model): {value:.2f}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} per epoch")
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_ppl.set_yscale("log")
+    fig.tight_layout()
+    if path is not None:
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = path + ".tmp.png"
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    return fig

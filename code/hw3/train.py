@@ -1,0 +1,476 @@
+"""Task 4: training and evaluation in the assignment's form, made fast without changing the maths.
+
+- ``evaluate(model, eval_data, ...)`` is the assignment's function with its globals made arguments.
+- ``train(model, bptt, ...)`` is the assignment's one-epoch loop with the blanks completed
+  (``output = model(data, src_mask)``, ``loss = criterion(output.view(-1, ntokens), targets)``) and the
+  same log lines, plus a progress bar (off when ``TQDM_DISABLE=1``).
+- ``fit(...)`` is the assignment's epoch loop: validation after each epoch, the best model kept as a real
+  copy (the assignment's ``best_model = model`` only keeps a reference to the final model), a per-epoch
+  history, and Ctrl-C keeps what was learnt so far.
+
+Speed, same computation: bf16 autocast where the hardware has it (the loss and its softmax in fp32), the
+decoder and the loss fused in row chunks (:mod:`hw3.fused_loss`), the fused Adam kernel, and no host
+synchronisation per step on GPUs. The learning-rate scheduler is stepped after every batch (see
+:mod:`hw3.hparams` for the schedules; the assignment's per-epoch StepLR is one of them).
+
+``python -m hw3.train --profile quick|full [--epochs N] [--data-dir DIR] [--out DIR]`` trains outside the
+notebook and writes ``metrics.json`` (history) and ``best_model.pt`` (the best weights).
+"""
+
+import copy
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from hw3.data import get_batch
+from hw3.fused_loss import hidden_states, linear_cross_entropy
+from hw3.hparams import HParams
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def set_seed(seed: int) -> None:
+    """Seed every random source the training uses (Python, NumPy, torch on CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX): only then bf16 pays."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch without these probes: stay in fp32
+        return False
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain fp32."""
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        # GPUs without bf16 (e.g. Colab's T4) train in fp32: fp16 would need loss scaling in the loop
+        return torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else None
+    if precision == "bf16" or cpu_has_bf16():
+        return torch.bfloat16
+    return None
+
+
+def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
+    """SGD, Adam or RAdam with the chosen learning rate; the fused kernel where torch has one (same maths)."""
+    params = list(model.parameters())
+    if hp.optimizer == "SGD":
+        kwargs = dict(lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer_class = torch.optim.SGD
+    else:
+        kwargs = dict(lr=hp.lr, betas=(hp.adam_beta1, hp.adam_beta2), weight_decay=hp.weight_decay)
+        optimizer_class = torch.optim.Adam if hp.optimizer == "Adam" else torch.optim.RAdam
+    try:
+        return optimizer_class(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimizer/device
+        return optimizer_class(params, **kwargs)
+
+
+def lr_factor(
+    step: int, *, schedule: str, warmup: int, batches_per_epoch: int, total: int, gamma: float
+) -> float:
+    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up times the schedule's shape."""
+    warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if schedule == "step":  # the assignment's StepLR(optimizer, 1.0, gamma): x gamma after each epoch
+        shape = gamma ** (step // batches_per_epoch)
+    elif schedule == "cosine":  # half a cosine from the peak to 0 at the last step
+        shape = 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
+    elif schedule == "invsqrt":  # the peak at the end of the warm-up, then 1 / sqrt(step)
+        shape = math.sqrt(max(warmup, 1) / max(step + 1, warmup, 1))
+    else:
+        shape = 1.0
+    return warm * shape
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, hp: HParams, batches_per_epoch: int):
+    """A LambdaLR stepped after every batch (warm-up, then the chosen shape over ``hp.epochs`` epochs)."""
+    factor = partial(
+        lr_factor,
+        schedule=hp.scheduler,
+        warmup=hp.warmup_batches,
+        batches_per_epoch=batches_per_epoch,
+        total=hp.epochs * batches_per_epoch,
+        gamma=hp.step_gamma,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def count_batches(data: Tensor, bptt: int, max_batches: int | None = None) -> int:
+    """Batches of ``bptt`` rows in ``data`` (the last one may be shorter), capped at ``max_batches``."""
+    n = math.ceil((data.size(0) - 1) / bptt)
+    return n if max_batches is None else min(n, max_batches)
+
+
+def epoch_slice(train_data: Tensor, epoch: int, max_batches: int | None, bptt: int) -> Tensor:
+    """The rows epoch ``epoch`` trains on: all of them, or for a draft run (``max_batches``) the next
+    ``max_batches`` batches after the previous epoch's, so each epoch sees new text (wrapping around)."""
+    if max_batches is None:
+        return train_data
+    rows = max_batches * bptt
+    start = ((epoch - 1) * rows) % max(1, train_data.size(0) - 1 - rows)
+    return train_data[start : start + rows + 1]
+
+
+def evaluate(
+    model: nn.Module,
+    eval_data: Tensor,
+    bptt: int = 35,
+    criterion: nn.Module | None = None,
+    amp_dtype: torch.dtype | None = None,
+    max_batches: int | None = None,
+) -> float:
+    """Mean loss per target token over ``eval_data`` (the assignment's ``evaluate``).
+
+    Each batch's mean loss is weighted by its length; on a full pass the number of rows is
+    ``len(eval_data) - 1``, exactly the assignment's denominator. ``max_batches`` evaluates a prefix only.
+    """
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+    model.eval()  # turn on evaluation mode
+    total_loss = torch.zeros((), dtype=torch.float64, device=eval_data.device)
+    rows = 0
+    src_mask = model.generate_square_subsequent_mask(bptt).to(eval_data.device)
+    with torch.no_grad():
+        for i in range(0, eval_data.size(0) - 1, bptt)[:max_batches]:
+            data, targets = get_batch(eval_data, i, bptt)
+            seq_len = data.size(0)
+            if seq_len != bptt:
+                src_mask = src_mask[:seq_len, :seq_len]
+            with torch.autocast(eval_data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                output = model(data, src_mask)
+            output_flat = output.view(-1, output.size(-1)).float()  # the softmax in fp32
+            total_loss += seq_len * criterion(output_flat, targets)
+            rows += seq_len
+    return total_loss.item() / rows
+
+
+def train(
+    model: nn.Module,
+    bptt: int,
+    train_data: Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    epoch: int,
+    criterion: nn.Module | None = None,
+    clip: float = 0.5,
+    log_interval: int = 200,
+    max_batches: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    fused_loss: bool = True,
+    progress: bool | None = None,
+) -> float:
+    """One epoch of training (the assignment's ``train``); returns the mean training loss of the epoch.
+
+    ``fused_loss=False`` with ``amp_dtype=None`` is exactly the assignment's loop. ``fused_loss=True``
+    computes the same loss with the decoder and the cross-entropy fused (:mod:`hw3.fused_loss`).
+    """
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
+    device = train_data.device
+    model.train()  # turn on train mode
+    total_loss = torch.zeros((), device=device)  # summed on the device: no host sync per step
+    epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
+    start_time = time.time()
+    src_mask = model.generate_square_subsequent_mask(bptt).to(device)
+    check_every = 1 if device.type == "cpu" else log_interval  # .item() is free on the CPU, a sync on GPUs
+
+    num_batches = count_batches(train_data, bptt, max_batches)
+    show_bar = progress if progress is not None else os.environ.get("TQDM_DISABLE", "") in ("", "0")
+    bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", disable=not show_bar, leave=False)
+    for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)[:num_batches]):
+        data, targets = get_batch(train_data, i, bptt)
+        seq_len = data.size(0)
+        if seq_len != bptt:  # only on last batch
+            src_mask = src_mask[:seq_len, :seq_len]
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            if fused_loss:
+                hidden = hidden_states(model, data, src_mask)
+            else:
+                output = model(data, src_mask)
+        if fused_loss:
+            decoder = model.decoder
+            hidden = hidden.reshape(-1, hidden.size(-1))
+            loss = linear_cross_entropy(
+                hidden, decoder.weight, decoder.bias, targets, amp_dtype or torch.float32
+            )
+        else:
+            ntokens = output.size(-1)
+            loss = criterion(output.view(-1, ntokens).float(), targets)
+
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        lr_used = scheduler.get_last_lr()[0]
+        scheduler.step()  # per batch: the schedules of hw3.hparams are defined per optimizer step
+
+        total_loss += loss.detach()
+        epoch_loss += loss.detach()
+        bar.update(1)
+        if (batch + 1) % check_every == 0 or batch + 1 == num_batches:
+            check_finite(total_loss, epoch, batch, lr_used)
+        if batch % log_interval == 0 and batch > 0:
+            lr = scheduler.get_last_lr()[0]
+            ms_per_batch = (time.time() - start_time) * 1000 / log_interval
+            cur_loss = total_loss.item() / log_interval
+            ppl = math.exp(cur_loss)
+            line = (
+                f"| epoch {epoch:3d} | {batch:5d}/{num_batches:5d} batches | "
+                f"lr {lr:.2e} | ms/batch {ms_per_batch:5.2f} | "
+                f"loss {cur_loss:5.2f} | ppl {ppl:8.2f}"
+            )
+            if show_bar:
+                bar.write(line)
+            else:
+                print(line, flush=True)
+            bar.set_postfix(loss=f"{cur_loss:.2f}", ppl=f"{ppl:.1f}")
+            total_loss.zero_()
+            start_time = time.time()
+    bar.close()
+    return epoch_loss.item() / num_batches
+
+
+def check_finite(loss_sum: Tensor, epoch: int, batch: int, lr: float) -> None:
+    """Stop with a clear message when the (summed) training loss is NaN or infinite."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"training loss became {value} at epoch {epoch}, batch {batch} (learning rate {lr:.3g}). "
+            f"Hint: lower lr, lengthen warmup_batches, or set precision='fp32' to rule out low precision."
+        )
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the best model (a copy), the per-epoch history and how the run ended."""
+
+    best_model: nn.Module | None
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    train_seconds: float = 0.0
+    interrupted: bool = False
+
+
+def fit(
+    model: nn.Module,
+    train_data: Tensor,
+    val_data: Tensor,
+    hp: HParams,
+    fused_loss: bool = True,
+    progress: bool | None = None,
+    on_epoch_end=None,
+) -> FitResult:
+    """The assignment's epoch loop: train, validate after each epoch, keep the best model (a real copy).
+
+    ``on_epoch_end(result)`` is called after every epoch (e.g. to save a checkpoint). Ctrl-C stops
+    training and returns the best model and history so far, with ``interrupted=True``.
+    """
+    device = train_data.device
+    amp_dtype = autocast_dtype(device, hp.precision)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = make_optimizer(model, hp)
+    batches_per_epoch = count_batches(train_data, hp.bptt, hp.max_train_batches)
+    scheduler = make_scheduler(optimizer, hp, batches_per_epoch)
+    result = FitResult(best_model=None)
+    fit_start = time.time()
+    try:
+        for epoch in range(1, hp.epochs + 1):
+            epoch_start_time = time.time()
+            epoch_data = epoch_slice(train_data, epoch, hp.max_train_batches, hp.bptt)
+            train_loss = train(
+                model, hp.bptt, epoch_data, optimizer, scheduler, epoch, criterion=criterion, clip=hp.clip,
+                log_interval=hp.log_interval, max_batches=hp.max_train_batches, amp_dtype=amp_dtype,
+                fused_loss=fused_loss, progress=progress,
+            )  # fmt: skip
+            lr = scheduler.get_last_lr()[0]  # the learning rate reached at the end of the epoch
+            val_loss = evaluate(model, val_data, hp.bptt, criterion, amp_dtype, hp.max_eval_batches)
+            seconds = time.time() - epoch_start_time
+            print("-" * 89)
+            print(
+                f"| end of epoch {epoch:3d} | time: {seconds:5.2f}s | valid loss {val_loss:5.2f} | "
+                f"valid ppl {math.exp(val_loss):8.2f}"
+            )
+            print("-" * 89, flush=True)
+            result.history.append(
+                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_ppl": math.exp(val_loss),
+                 "lr": lr, "seconds": seconds}
+            )  # fmt: skip
+            if val_loss < result.best_val_loss:
+                result.best_val_loss = val_loss
+                result.best_epoch = epoch
+                result.best_model = copy.deepcopy(model)  # a copy: `best_model = model` would follow training
+            result.train_seconds = time.time() - fit_start
+            if on_epoch_end is not None:
+                on_epoch_end(result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+        result.train_seconds = time.time() - fit_start
+        print(f"Interrupted: keeping the best model so far (epoch {result.best_epoch}).", flush=True)
+    return result
+
+
+# ----------------------------------------------------------------------------- command line (not inlined)
+
+
+def _write_json_atomic(path, obj) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _save_state_atomic(path, model: nn.Module) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import signal
+    from pathlib import Path
+
+    from hw3.data import WikiText2, batchify, build_vocab, data_process, summary
+    from hw3.download import DataError, wikitext2_dir
+    from hw3.generate import generate_sentences
+    from hw3.hparams import profile_defaults
+    from hw3.model import TransformerModel
+    from hw3.vocab import get_tokenizer
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hw3.train", description="Train the WikiText-2 Transformer LM."
+    )
+    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
+    parser.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    parser.add_argument(
+        "--data-dir", help="folder with wiki.{train,valid,test}.tokens (default: cache/download)"
+    )
+    parser.add_argument("--out", default="build/train", help="output folder (metrics.json, best_model.pt)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="NAME=VALUE", help="override hyper-parameters"
+    )
+    args = parser.parse_args(argv)
+
+    try:  # refuse bad hyper-parameters before any data is loaded
+        hp = profile_defaults(args.profile)
+        overrides = dict(_parse_override(item) for item in args.set)
+        if args.epochs is not None:
+            overrides["epochs"] = args.epochs
+        hp = HParams.from_dict({**hp.to_dict(), **overrides})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        folder = wikitext2_dir(data_dir=args.data_dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    total_start = time.time()
+
+    tokenizer = get_tokenizer("basic_english")
+    vocab = build_vocab(WikiText2(folder, split="train"), tokenizer)
+    train_iter, val_iter, test_iter = WikiText2(folder)
+    train_data = batchify(data_process(train_iter, vocab, tokenizer), hp.batch_size, device)
+    val_data = batchify(data_process(val_iter, vocab, tokenizer), hp.eval_batch_size, device)
+    test_data = batchify(data_process(test_iter, vocab, tokenizer), hp.eval_batch_size, device)
+    print(hp.describe(), flush=True)
+    print(
+        f"device: {device}, threads: {torch.get_num_threads()}, autocast: {autocast_dtype(device, hp.precision)}"
+    )
+
+    set_seed(hp.seed)
+    model = TransformerModel(len(vocab), hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+    model = model.to(device)
+    record = {
+        "profile": args.profile,
+        "hparams": hp.to_dict(),
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "data": summary(folder),
+    }
+
+    def save(result: FitResult) -> None:
+        best = min(result.history, key=lambda row: row["val_loss"]) if result.history else None
+        record.update(
+            history=result.history,
+            best_epoch=result.best_epoch,
+            best_val_loss=result.best_val_loss if best else None,
+            best_val_ppl=math.exp(result.best_val_loss) if best else None,
+            interrupted=result.interrupted,
+            timings={"train_seconds": result.train_seconds, "total_seconds": time.time() - total_start},
+        )
+        _write_json_atomic(out / "metrics.json", record)
+        if result.best_model is not None:
+            _save_state_atomic(out / "best_model.pt", result.best_model)
+
+    # `kill PID` (SIGTERM) stops like Ctrl-C: the best model so far is kept, tested and saved
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    result = fit(model, train_data, val_data, hp, progress=sys.stderr.isatty(), on_epoch_end=save)
+    save(result)
+    if result.best_model is None:
+        print("no epoch finished; nothing to evaluate", file=sys.stderr)
+        return 1
+    amp_dtype = autocast_dtype(device, hp.precision)
+    test_loss = evaluate(result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches)
+    print("=" * 89)
+    print(f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}")
+    print("=" * 89)
+    record.update(test_loss=test_loss, test_ppl=math.exp(test_loss))
+    record["sentences"] = generate_sentences(result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed)
+    for sentence in record["sentences"]:
+        print(sentence)
+    save(result)
+    return 130 if result.interrupted else 0
+
+
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _parse_override(item: str) -> tuple[str, object]:
+    """``name=value`` with value parsed as a Python literal when it is one (``lr=5e-3``, ``norm_first=True``)."""
+    import ast
+
+    name, sep, text = item.partition("=")
+    if not sep:
+        raise ValueError(f"override {item!r} must look like NAME=VALUE")
+    try:
+        return name, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return name, text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""HParams: the assignment's box is enforced, with the field and the allowed range in the message."""
+
+import json
+
+import pytest
+from hw3.hparams import HParams, profile_defaults
+
+# field -> (a value below the box, a value above it, the range text the message must show)
+OUT_OF_RANGE = {
+    "emsize": (198, 252, "[200, 250]"),
+    "nhid": (199, 251, "[200, 250]"),
+    "nlayers": (1, 5, "[2, 4]"),
+    "nhead": (1, 5, "[2, 4]"),
+    "dropout": (-0.01, 0.31, "[0, 0.3]"),
+    "lr": (4.9e-3, 5.01, "[0.005, 5]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_RANGE))
+@pytest.mark.parametrize("side", [0, 1], ids=["below", "above"])
+def test_out_of_range_is_refused_naming_field_and_range(name: str, side: int) -> None:
+    value = OUT_OF_RANGE[name][side]
+    changes = {name: value}
+    if name == "nhead":  # keep emsize divisible so only the range is at fault
+        changes["emsize"] = 200 if value == 5 else 250
+    if name in ("emsize",):
+        changes["nhead"] = 2
+    with pytest.raises(ValueError) as excinfo:
+        HParams(**changes)
+    message = str(excinfo.value)
+    assert name in message and OUT_OF_RANGE[name][2] in message
+
+
+@pytest.mark.parametrize("name", sorted(OUT_OF_RANGE))
+def test_range_edges_are_accepted(name: str) -> None:
+    low, high = {"emsize": (200, 250), "nhid": (200, 250), "nlayers": (2, 4), "nhead": (2, 2),
+                 "dropout": (0.0, 0.3), "lr": (5e-3, 5.0)}[name]  # fmt: skip
+    assert getattr(HParams(**{name: low}), name) == low
+    assert getattr(HParams(**{name: high}), name) == high
+
+
+def test_emsize_must_be_divisible_by_nhead() -> None:
+    with pytest.raises(ValueError, match="divisible"):
+        HParams(emsize=250, nhead=3)
+    assert HParams(emsize=201, nhead=3).nhead == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("optimizer", "adam", "SGD"),
+        ("optimizer", "AdamW", "RAdam"),
+        ("scheduler", "linear", "cosine"),
+        ("precision", "fp8", "bf16"),
+        ("bptt", 36, "35"),
+        ("batch_size", 32, "20"),
+        ("eval_batch_size", 20, "10"),
+        ("clip", 1.0, "0.5"),
+        ("epochs", 0, "[1, 1000]"),
+        ("max_train_batches", 0, "max_train_batches"),
+        ("norm_first", 1, "True or False"),
+        ("lr", True, "number"),
+        ("nlayers", 2.5, "integer"),
+    ],
+)
+def test_other_fields_are_checked(name: str, value: object, fragment: str) -> None:
+    with pytest.raises(ValueError) as excinfo:
+        HParams(**{name: value})
+    assert name in str(excinfo.value) and fragment in str(excinfo.value)
+
+
+def test_papermill_style_ints_become_floats() -> None:
+    hp = HParams(lr=5, dropout=0, optimizer="SGD")
+    assert isinstance(hp.lr, float) and hp.lr == 5.0 and isinstance(hp.dropout, float)
+
+
+def test_from_dict_refuses_unknown_keys_and_round_trips() -> None:
+    hp = profile_defaults("full")
+    assert HParams.from_dict(json.loads(json.dumps(hp.to_dict()))) == hp
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
+        HParams.from_dict({**hp.to_dict(), "learning_rate": 0.01})
+
+
+def test_profiles_are_valid_and_quick_is_small() -> None:
+    full, quick = profile_defaults("full"), profile_defaults("quick")
+    assert full.max_train_batches is None and full.max_eval_batches is None
+    assert quick.max_train_batches is not None and quick.epochs * quick.max_train_batches <= 600
+    with pytest.raises(ValueError, match="quick"):
+        profile_defaults("medium")
+
+
+def test_describe_lists_every_hyper_parameter() -> None:
+    hp = profile_defaults("full")
+    text = hp.describe()
+    for fragment in ("nn.CrossEntropyLoss()", "torch.optim.", "LambdaLR", str(hp.emsize), str(hp.nhid),
+                     f"{hp.lr:g}", str(hp.bptt), str(hp.clip), str(hp.seed), "(norm_first="):  # fmt: skip
+        assert fragment in text
+    assert len(text.splitlines()) >= 18
+    assert "pre (norm_first=True)" in HParams(norm_first=True).describe()
+    assert "post (norm_first=False)" in HParams(norm_first=False).describe()

@@ -1,0 +1,251 @@
+"""Training and evaluation: hand-checked evaluate, overfitting, copies, seeds, schedules, faults."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hw3.hparams import HParams
+from hw3.model import TransformerModel
+from hw3.plots import plot_history
+from hw3.train import (
+    TrainingDiverged,
+    count_batches,
+    epoch_slice,
+    evaluate,
+    fit,
+    lr_factor,
+    main,
+    make_optimizer,
+    make_scheduler,
+    set_seed,
+    train,
+)
+
+VOCAB = 24
+
+
+def tiny_model(emsize: int = 16, dropout: float = 0.0) -> TransformerModel:
+    torch.manual_seed(0)
+    return TransformerModel(VOCAB, emsize, 2, 32, 2, dropout)
+
+
+def box_model(hp: HParams) -> TransformerModel:
+    """A model inside the assignment's box, on a tiny vocabulary (fast on one CPU thread)."""
+    return TransformerModel(VOCAB, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+
+
+def periodic_corpus(rows: int, cols: int, period: int = 6) -> torch.Tensor:
+    """Columns of a repeating word pattern: perfectly predictable after one period."""
+    flat = torch.arange(rows * cols) % period
+    return flat.view(cols, rows).t().contiguous()
+
+
+def tiny_hparams(**changes) -> HParams:
+    base = dict(emsize=200, nhid=200, nlayers=2, nhead=2, dropout=0.0, epochs=2, max_train_batches=3,
+                warmup_batches=2, log_interval=2, precision="fp32", lr=5e-3)  # fmt: skip
+    return HParams(**{**base, **changes})
+
+
+def test_evaluate_equals_hand_computation() -> None:
+    model = tiny_model().eval()
+    eval_data = torch.randint(VOCAB, (8, 2))  # rows 0..7: batches of 3, 3 and 1 rows with bptt=3
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in (0, 3, 6):
+            rows = min(3, 7 - start)
+            src = eval_data[start : start + rows]
+            mask = torch.triu(torch.full((rows, rows), float("-inf")), diagonal=1)
+            logp = F.log_softmax(model(src, mask), dim=-1)
+            target = eval_data[start + 1 : start + 1 + rows]
+            total += -logp.gather(-1, target.unsqueeze(-1)).sum().item()
+            count += target.numel()
+    per_token = total / count
+    got = evaluate(model, eval_data, bptt=3)
+    assert got == pytest.approx(per_token, rel=1e-5)
+    # the assignment's formula: seq_len-weighted batch means over len(eval_data) - 1 rows
+    assert got == pytest.approx(total / eval_data.size(1) / (len(eval_data) - 1), rel=1e-5)
+
+
+def test_evaluate_max_batches_uses_a_prefix() -> None:
+    model = tiny_model().eval()
+    eval_data = torch.randint(VOCAB, (8, 2))
+    assert evaluate(model, eval_data, bptt=3, max_batches=1) == pytest.approx(
+        evaluate(model, eval_data[:4], bptt=3)
+    )
+
+
+def test_count_batches() -> None:
+    data = torch.zeros(71, 2)
+    assert count_batches(data, 35) == 2 and count_batches(data, 35, 1) == 1
+    assert count_batches(torch.zeros(72, 2), 35) == 3  # the last batch has one row
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_tiny_corpus_is_overfit(fused: bool) -> None:
+    model = tiny_model()
+    data = periodic_corpus(60, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    first = train(model, 10, data, optimizer, scheduler, 1, max_batches=1, fused_loss=fused, progress=False)
+    for epoch in range(2, 20):
+        last = train(model, 10, data, optimizer, scheduler, epoch, fused_loss=fused, progress=False)
+    assert first > 2.5  # about log(24) at the start
+    assert last < 0.2 * first
+    assert evaluate(model, data, bptt=10) < 0.3
+
+
+def test_fused_loss_gives_the_same_training_as_the_assignment_loop() -> None:
+    data = torch.randint(VOCAB, (61, 4))
+    losses = []
+    for fused in (False, True):
+        model = tiny_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        train(model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False)
+        losses.append(evaluate(model, data, bptt=10))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_fit_keeps_a_copy_of_the_best_model_and_a_history() -> None:
+    hp = tiny_hparams(epochs=3)
+    set_seed(hp.seed)
+    model = box_model(hp)
+    data, val = periodic_corpus(200, 20), periodic_corpus(80, 10)
+    snapshots = {}
+
+    def snapshot(result) -> None:
+        snapshots[len(result.history)] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = fit(model, data, val, hp, progress=False, on_epoch_end=snapshot)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert set(result.history[0]) == {"epoch", "train_loss", "val_loss", "val_ppl", "lr", "seconds"}
+    assert result.history[0]["val_ppl"] == pytest.approx(math.exp(result.history[0]["val_loss"]))
+    assert result.best_model is not model
+    best = result.best_model.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert best[name].data_ptr() != tensor.data_ptr()
+        assert torch.equal(best[name], snapshots[result.best_epoch][name])
+    assert result.best_val_loss == min(row["val_loss"] for row in result.history)
+    # train the live model further: the copy must not follow
+    before = {k: v.clone() for k, v in best.items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert all(torch.equal(before[k], v) for k, v in result.best_model.state_dict().items())
+
+
+def test_same_seed_same_losses_on_cpu() -> None:
+    hp = tiny_hparams(dropout=0.2)
+    data, val = torch.randint(VOCAB, (200, 20)), torch.randint(VOCAB, (80, 10))
+    runs = []
+    for _ in range(2):
+        set_seed(hp.seed)
+        runs.append(fit(box_model(hp), data, val, hp, progress=False).history)
+    key = [(row["train_loss"], row["val_loss"]) for row in runs[0]]
+    assert key == [(row["train_loss"], row["val_loss"]) for row in runs[1]]
+    set_seed(hp.seed + 1)
+    other = fit(box_model(hp), data, val, hp, progress=False).history
+    assert other[0]["train_loss"] != runs[0][0]["train_loss"]
+
+
+def test_nan_loss_stops_with_epoch_batch_and_lr() -> None:
+    hp = tiny_hparams()
+    set_seed(hp.seed)
+    model = box_model(hp)
+    with torch.no_grad():
+        model.decoder.bias[3] = float("nan")
+    data, val = torch.randint(VOCAB, (200, 20)), torch.randint(VOCAB, (80, 10))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, batch 0 \(learning rate .*\)\. Hint: lower lr"):
+        fit(model, data, val, hp, progress=False)
+
+
+def test_ctrl_c_keeps_the_best_model_and_history() -> None:
+    hp = tiny_hparams(epochs=3)
+    set_seed(hp.seed)
+    data, val = torch.randint(VOCAB, (200, 20)), torch.randint(VOCAB, (80, 10))
+
+    def interrupt(result) -> None:
+        raise KeyboardInterrupt
+
+    result = fit(box_model(hp), data, val, hp, progress=False, on_epoch_end=interrupt)
+    assert result.interrupted and len(result.history) == 1
+    assert result.best_model is not None and result.best_epoch == 1
+
+
+def test_warmup_then_cosine_to_zero() -> None:
+    f = dict(schedule="cosine", warmup=10, batches_per_epoch=50, total=100, gamma=0.95)
+    assert lr_factor(0, **f) == pytest.approx(0.1)
+    assert lr_factor(9, **f) == pytest.approx(math.cos(math.pi * 9 / 100) / 2 + 0.5)
+    assert lr_factor(50, **f) == pytest.approx(0.5)
+    assert lr_factor(100, **f) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_schedule_is_steplr_per_epoch() -> None:
+    hp = tiny_hparams(optimizer="SGD", lr=5.0, scheduler="step", warmup_batches=0, step_gamma=0.95)
+    model = tiny_model()
+    optimizer = make_optimizer(model, hp)
+    scheduler = make_scheduler(optimizer, hp, batches_per_epoch=4)
+    lrs = []
+    for _ in range(12):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([5.0] * 4 + [4.75] * 4 + [4.5125] * 4)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "RAdam"])
+def test_make_optimizer_uses_the_chosen_lr(name: str) -> None:
+    optimizer = make_optimizer(tiny_model(), tiny_hparams(optimizer=name, lr=0.02))
+    assert type(optimizer).__name__ == name and optimizer.param_groups[0]["lr"] == 0.02
+
+
+def test_plot_history_writes_a_png(tmp_path) -> None:
+    history = [{"epoch": e, "train_loss": 6.0 - e, "val_loss": 6.1 - e} for e in (1, 2, 3)]
+    fig = plot_history(history, test_loss=3.0, best_epoch=3, path=tmp_path / "figures" / "loss_ppl.png")
+    assert (tmp_path / "figures" / "loss_ppl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(fig.axes) == 2
+
+
+def test_cli_refuses_bad_hparams_before_loading_data(tmp_path, capsys) -> None:
+    missing = tmp_path / "no-data-here"
+    assert main(["--data-dir", str(missing), "--out", str(tmp_path), "--set", "lr=10"]) == 2
+    err = capsys.readouterr().err
+    assert "lr=10" in err and "[0.005, 5]" in err and "no-data-here" not in err
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.e2e
+def test_cli_trains_and_writes_metrics_and_weights(real_data_dir, tmp_path) -> None:
+    args = ["--profile", "quick", "--data-dir", str(real_data_dir), "--out", str(tmp_path), "--threads", "1",
+            "--set", "epochs=1", "max_train_batches=3", "max_eval_batches=2", "warmup_batches=1"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["hparams"]["max_train_batches"] == 3 and metrics["data"]["vocab_size"] == 28782
+    assert [row["epoch"] for row in metrics["history"]] == [1]
+    assert metrics["best_epoch"] == 1 and math.isfinite(metrics["test_ppl"])
+    assert len(metrics["sentences"]) == 3 and all(len(s.split(" ")) == 20 for s in metrics["sentences"])
+    state = torch.load(tmp_path / "best_model.pt")
+    hp = HParams.from_dict(metrics["hparams"])
+    model = TransformerModel(28782, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+    model.load_state_dict(state)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_inverse_square_root_schedule() -> None:
+    f = dict(schedule="invsqrt", warmup=100, batches_per_epoch=50, total=1000, gamma=0.95)
+    assert lr_factor(49, **f) == pytest.approx(0.5)  # warming up
+    assert lr_factor(99, **f) == pytest.approx(1.0)  # the peak at the end of the warm-up
+    assert lr_factor(399, **f) == pytest.approx(0.5)  # sqrt(100 / 400)
+    assert lr_factor(10**6 - 1, **f) == pytest.approx(0.01)
+
+
+def test_draft_epochs_train_on_successive_slices() -> None:
+    data = torch.arange(1000).view(-1, 1)  # 1000 rows
+    assert epoch_slice(data, 3, None, 35) is data
+    first, second = epoch_slice(data, 1, 4, 10), epoch_slice(data, 2, 4, 10)
+    assert first[:, 0].tolist() == list(range(41)) and second[:, 0].tolist() == list(range(40, 81))
+    assert count_batches(first, 10) == 4  # exactly max_batches batches, each with its target row
+    late = epoch_slice(data, 30, 4, 10)  # wraps around instead of running off the end
+    assert late.size(0) == 41 and late[-1, 0] < 1000
