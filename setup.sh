@@ -11,7 +11,8 @@ TEX_PACKAGES="texlive-xetex texlive-latex-extra texlive-fonts-recommended texliv
 
 tex_missing() {
   for tool in xelatex latexmk pandoc pdftoppm; do command -v "$tool" >/dev/null || return 0; done
-  fc-list 2>/dev/null | grep -q "DejaVuSansMono.ttf" || return 0
+  # (no grep -q: under pipefail its early exit would fail the pipeline with SIGPIPE)
+  fc-list 2>/dev/null | grep "DejaVuSansMono.ttf" >/dev/null || return 0
   return 1
 }
 
