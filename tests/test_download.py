@@ -17,6 +17,13 @@ FILES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def no_data_environment(monkeypatch) -> None:
+    """These tests choose the source themselves: CI's offline folder and offline flag must not leak in."""
+    for name in ("HW3_DATA_DIR", "HW3_OFFLINE", "HW3_WIKITEXT_URLS", "HW3_CACHE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def synthetic_hashes(monkeypatch, tmp_path) -> dict[str, bytes]:
     """Make the downloader expect the small synthetic files above instead of the real release."""
