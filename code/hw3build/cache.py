@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from hw3.download import sha256_file
 
 KEY_LENGTH = 16  # hex digits of sha256 kept in the run folder's name
 # Parameters that say where things are, not what is computed.
@@ -43,14 +44,6 @@ def code_sources(nb: nbformat.NotebookNode) -> list[str]:
         if cell.cell_type == "code" and "parameters" not in tags and "injected-parameters" not in tags:
             sources.append(cell.source)
     return sources
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_fingerprint(folder: Path) -> dict[str, str]:

@@ -8,7 +8,6 @@ the hyper-parameters and seed, the per-stage timings, the execution cache key an
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -19,6 +18,8 @@ from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from hw3.download import sha256_file
 
 from hw3build.config import SubmissionConfig
 
@@ -70,14 +71,6 @@ def git_state(repo_dir: str | Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_fingerprint(metrics: Mapping[str, Any] | None, data_dir: Path | None) -> dict[str, Any]:
     """The data summary: taken from metrics.json when the notebook wrote it (same run, no recomputation),
     else computed with ``hw3.data.summary`` from ``data_dir``; plus the sha256 of each raw file of
@@ -95,7 +88,7 @@ def data_fingerprint(metrics: Mapping[str, Any] | None, data_dir: Path | None) -
         result["summary_source"] = "hw3.data.summary"
     if data_dir is not None:
         result["files"] = {
-            name: {"sha256": file_sha256(data_dir / filename), "bytes": (data_dir / filename).stat().st_size}
+            name: {"sha256": sha256_file(data_dir / filename), "bytes": (data_dir / filename).stat().st_size}
             for name, filename in SPLIT_FILES.items()
             if (data_dir / filename).is_file()
         }
