@@ -7,12 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 
-TEX_PACKAGES="texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic lmodern latexmk pandoc poppler-utils fonts-dejavu-core"
+TEX_PACKAGES="texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic lmodern latexmk pandoc poppler-utils fonts-dejavu-core fonts-droid-fallback"
 
 tex_missing() {
   for tool in xelatex latexmk pandoc pdftoppm; do command -v "$tool" >/dev/null || return 0; done
   # (no grep -q: under pipefail its early exit would fail the pipeline with SIGPIPE)
   fc-list 2>/dev/null | grep "DejaVuSansMono.ttf" >/dev/null || return 0
+  fc-list 2>/dev/null | grep "DroidSansFallback" >/dev/null || return 0
   return 1
 }
 

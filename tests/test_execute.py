@@ -199,3 +199,15 @@ def test_real_notebook_runs_with_the_quick_profile(real_data_dir: Path, tmp_path
     assert metrics["figures"] == ["figures/loss_ppl.png"]
     assert (result.out_dir / "figures" / "loss_ppl.png").stat().st_size > 10_000
     assert set(metrics["timings"]) == {"train_seconds", "total_seconds"}
+
+
+def test_restitch_keeps_the_executed_parameters_cell(tmp_path: Path) -> None:
+    # A build with --data-dir and one without share a run (data_dir is not in the key, the data hashes are):
+    # the parameters cell, holding defaults only, may differ and the executed one is kept.
+    executed = nbformat.read(synthetic_notebook(tmp_path / "a.ipynb"), as_version=4)
+    rendered = nbformat.read(synthetic_notebook(tmp_path / "b.ipynb"), as_version=4)
+    params = next(c for c in rendered.cells if "parameters" in c.metadata.get("tags", []))
+    params.source += "\n# rendered with other defaults"
+    result = restitch_markdown(executed, rendered)
+    kept = next(c for c in result.cells if "parameters" in c.metadata.get("tags", []))
+    assert "other defaults" not in kept.source

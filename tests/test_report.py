@@ -321,12 +321,14 @@ def test_absent_latex_package_is_reported_with_the_install_command(tmp_path: Pat
 
 def test_glyph_plan_falls_back_or_replaces() -> None:
     check_tex_tools()  # the fonts come with the TeX packages
-    plan = plan_glyphs(["≈ █ é 攻"])
+    plan = plan_glyphs(["≈ █ é 攻 戦場 \U0010fffd"])
     assert "≈" in plan.fallback and "█" in plan.fallback  # Latin Modern lacks them, DejaVu Sans has them
     assert "é" not in plan.fallback and "é" not in plan.unprintable
-    assert "攻" in plan.unprintable
-    assert plan.sanitize("a 攻 b") == "a \N{REPLACEMENT CHARACTER} b"
+    assert {"攻", "戦", "場"} <= plan.wide  # only Droid Sans Fallback (setup.sh installs it) has CJK
+    assert "\U0010fffd" in plan.unprintable  # a private-use code point no font has
+    assert plan.sanitize("a \U0010fffd 攻 b") == "a \N{REPLACEMENT CHARACTER} 攻 b"
     assert r"\newunicodechar{≈}" in plan.preamble()
+    assert r"\newfontfamily\hwwidefont{Droid Sans Fallback}" in plan.preamble()
 
 
 # ------------------------------------------------------------------------------------ whole reports

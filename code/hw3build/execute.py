@@ -244,7 +244,9 @@ def restitch_markdown(
         if not executed_code:
             raise ValueError("the cached notebook has fewer code cells than the rendered one")
         done = executed_code.pop(0)
-        if done.source != cell.source:
+        # The parameters cell holds defaults only (not in the key: papermill injects the real values after
+        # it), so e.g. a build with --data-dir and one without share a run; keep the executed one.
+        if done.source != cell.source and "parameters" not in _tags(cell):
             raise ValueError(f"cached code cell differs from the rendered one: {cell.source[:60]!r}")
         cells.append(done)
         if executed_code and "injected-parameters" in _tags(executed_code[0]):

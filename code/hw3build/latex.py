@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 REQUIRED_TOOLS = ("xelatex", "latexmk", "pandoc")
 APT_INSTALL = (
     "sudo apt-get install texlive-xetex texlive-latex-extra texlive-fonts-recommended "
-    "texlive-plain-generic lmodern latexmk pandoc fonts-dejavu-core"
+    "texlive-plain-generic lmodern latexmk pandoc fonts-dejavu-core fonts-droid-fallback"
 )
 LATEXMK_TIMEOUT_S = 600
 REPLACEMENT_CHAR = "\N{REPLACEMENT CHARACTER}"
@@ -32,6 +32,8 @@ REPLACEMENT_CHAR = "\N{REPLACEMENT CHARACTER}"
 MAIN_FONT_FILE = "lmroman10-regular.otf"  # Latin Modern Roman, found with kpsewhich
 MONO_FONT_NAME = "DejaVu Sans Mono"  # found with fc-match
 FALLBACK_FONT_NAME = "DejaVu Sans"
+# CJK and other scripts DejaVu lacks (WikiText-2 has Japanese titles, e.g. in Task 1's first 20 words).
+WIDE_FONT_NAME = "Droid Sans Fallback"
 
 
 class ReportError(RuntimeError):
@@ -94,12 +96,13 @@ class GlyphPlan:
 
     ``fallback``: characters the main or the mono font lacks but DejaVu Sans has: the preamble makes them
     active (newunicodechar) and prints them from DejaVu Sans where the current font lacks them.
-    ``unprintable``: characters no installed font has (CJK words in generated text, say): replaced by
-    U+FFFD in generated text.
+    ``wide``: characters only the wide fallback font (Droid Sans Fallback: CJK) has: always printed from it.
+    ``unprintable``: characters no installed font has: replaced by U+FFFD in generated text.
     """
 
     fallback: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # char -> (main has, mono has)
     unprintable: frozenset[str] = frozenset()
+    wide: frozenset[str] = frozenset()
 
     def preamble(self) -> str:
         lines = []
@@ -108,6 +111,10 @@ class GlyphPlan:
             lines.append(
                 rf"\newunicodechar{{{char}}}{{\hwglyph{{{int(main_has)}}}{{{int(mono_has)}}}{{{ord(char)}}}}}"
             )
+        if self.wide:
+            lines.append(rf"\newfontfamily\hwwidefont{{{WIDE_FONT_NAME}}}")
+            for char in sorted(self.wide):
+                lines.append(rf"\newunicodechar{{{char}}}{{\mbox{{\hwwidefont\char{ord(char)}\relax}}}}")
         return "\n".join(lines)
 
     def sanitize(self, text: str) -> str:
@@ -155,8 +162,9 @@ def plan_glyphs(texts: Iterable[str]) -> GlyphPlan:
     chars = {c for text in texts for c in text if ord(c) > 127}
     if any(ord(c) not in main or ord(c) not in mono for c in chars) and ord(REPLACEMENT_CHAR) in fallback:
         chars.add(REPLACEMENT_CHAR)  # sanitize() may introduce it
+    wide_font = _font_charset(WIDE_FONT_NAME) or frozenset()  # fc-match substitutes when it is absent
     plan_fallback: dict[str, tuple[bool, bool]] = {}
-    unprintable = set()
+    unprintable, wide = set(), set()
     for char in chars:
         code = ord(char)
         main_has, mono_has = code in main, code in mono
@@ -164,9 +172,11 @@ def plan_glyphs(texts: Iterable[str]) -> GlyphPlan:
             continue
         if code in fallback and not unicodedata.combining(char):
             plan_fallback[char] = (main_has, mono_has)
+        elif code in wide_font and not unicodedata.combining(char):
+            wide.add(char)
         else:
             unprintable.add(char)
-    return GlyphPlan(fallback=plan_fallback, unprintable=frozenset(unprintable))
+    return GlyphPlan(fallback=plan_fallback, unprintable=frozenset(unprintable), wide=frozenset(wide))
 
 
 # -------------------------------------------------------------------------------------------- latexmk
