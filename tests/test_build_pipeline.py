@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import nbformat
 import pytest
 from hw3.hparams import profile_defaults
 from hw3build.build import STAGE_NAMES, BuildFailed, Stages, build
+from hw3build.execute import ExecutionResult
 from hw3build.validate import validate_zip
 from submission_fixtures import (
     ID1,
@@ -40,16 +40,6 @@ METRICS = {
     "test_loss": 5.45,
     "test_ppl": 232.76,
 }
-
-
-@dataclass(frozen=True)
-class FakeExecution:
-    executed_path: Path
-    metrics_path: Path
-    out_dir: Path
-    cache_hit: bool
-    seconds: float
-    key: str
 
 
 class FakeStages:
@@ -77,7 +67,7 @@ class FakeStages:
         out.mkdir(parents=True, exist_ok=True)
         nbformat.write(executed_notebook(), out / "executed.ipynb")
         (out / "metrics.json").write_text(json.dumps(METRICS))
-        return FakeExecution(out / "executed.ipynb", out / "metrics.json", out, False, 1.5, "key123")
+        return ExecutionResult(out / "executed.ipynb", out / "metrics.json", out, False, 1.5, "key123")
 
     def theory(self, out_dir: Path, project_root: Path) -> str:
         self._enter("theory", project_root)
@@ -344,7 +334,7 @@ def _executed_without_training(
         "figures": ["figures/loss_ppl.png"],
     }
     (out / "metrics.json").write_text(json.dumps(metrics))
-    return FakeExecution(out / "executed.ipynb", out / "metrics.json", out, False, 0.1, "no-training")
+    return ExecutionResult(out / "executed.ipynb", out / "metrics.json", out, False, 0.1, "no-training")
 
 
 @pytest.mark.tex
