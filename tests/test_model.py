@@ -96,3 +96,55 @@ def test_fused_linear_cross_entropy_bf16_is_close() -> None:
     ref = F.cross_entropy(F.linear(hidden, weight, bias), targets)
     loss = linear_cross_entropy(hidden, weight, bias, targets, torch.bfloat16)
     assert abs(loss.item() - ref.item()) < 0.02 * ref.item()
+
+
+def reference_loss_and_grads(hidden, weight, bias, targets):
+    leaves = [t.detach().clone().requires_grad_() for t in (hidden, weight, bias)]
+    loss = F.cross_entropy(F.linear(*leaves), targets)
+    loss.backward()
+    return loss.detach(), [t.grad for t in leaves]
+
+
+def fused_loss_and_grads(hidden, weight, bias, targets, dtype=torch.float32):
+    leaves = [t.detach().clone().requires_grad_() for t in (hidden, weight, bias)]
+    loss = linear_cross_entropy(*leaves, targets, dtype, 4)
+    loss.backward()
+    return loss.detach(), [t.grad for t in leaves]
+
+
+def test_fused_loss_two_forwards_before_one_backward_do_not_share_buffers() -> None:
+    torch.manual_seed(3)
+    weight, bias = torch.randn(30, 8, requires_grad=True), torch.randn(30, requires_grad=True)
+    inputs = [(torch.randn(13, 8, requires_grad=True), torch.randint(30, (13,))) for _ in range(2)]
+    losses = [linear_cross_entropy(h, weight, bias, t, torch.float32, 4) for h, t in inputs]
+    (losses[0] + losses[1]).backward()  # both graphs alive at once: the first one's buffers were still lent
+    ref_w, ref_b = torch.zeros_like(weight), torch.zeros_like(bias)
+    for (h, t), loss in zip(inputs, losses, strict=True):
+        ref_loss, (ref_h, w_grad, b_grad) = reference_loss_and_grads(h, weight, bias, t)
+        ref_w += w_grad
+        ref_b += b_grad
+        assert torch.allclose(loss, ref_loss, atol=1e-6) and torch.allclose(h.grad, ref_h, atol=1e-6)
+    assert torch.allclose(weight.grad, ref_w, atol=1e-6) and torch.allclose(bias.grad, ref_b, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_loss_buffers_are_reused_and_freed_when_a_graph_is_dropped(dtype) -> None:
+    from hw3.fused_loss import WORKSPACE
+
+    torch.manual_seed(4)
+    hidden, weight, bias = torch.randn(13, 8), torch.randn(30, 8) * 0.3, torch.randn(30)
+    targets = torch.randint(30, (13,))
+    first = fused_loss_and_grads(hidden, weight, bias, targets, dtype)
+    dropped = linear_cross_entropy(hidden.requires_grad_(), weight, bias, targets, dtype, 4)
+    del dropped  # no backward: its buffers must come back when its graph goes
+    assert not WORKSPACE._lent
+    for _ in range(2):  # later steps reuse the same buffers and still give the same gradients
+        again = fused_loss_and_grads(hidden, weight, bias, targets, dtype)
+        assert torch.equal(again[0], first[0])
+        assert all(torch.equal(a, b) for a, b in zip(again[1], first[1], strict=True))
+    assert not WORKSPACE._lent
+    tol = 1e-6 if dtype == torch.float32 else 3e-2
+    ref_loss, ref_grads = reference_loss_and_grads(hidden, weight, bias, targets)
+    assert torch.allclose(first[0], ref_loss, atol=tol, rtol=tol)
+    for got, want in zip(first[1], ref_grads, strict=True):
+        assert torch.allclose(got, want, atol=tol, rtol=tol)

@@ -11,6 +11,7 @@ from hw3.model import TransformerModel
 from hw3.plots import plot_history
 from hw3.train import (
     TrainingDiverged,
+    clip_and_step,
     count_batches,
     epoch_slice,
     evaluate,
@@ -249,3 +250,43 @@ def test_draft_epochs_train_on_successive_slices() -> None:
     assert count_batches(first, 10) == 4  # exactly max_batches batches, each with its target row
     late = epoch_slice(data, 30, 4, 10)  # wraps around instead of running off the end
     assert late.size(0) == 41 and late[-1, 0] < 1000
+
+
+def test_cooldown_falls_linearly_to_zero_over_the_last_fraction() -> None:
+    f = dict(schedule="invsqrt", warmup=100, batches_per_epoch=50, total=1000, gamma=0.95, cooldown=0.2)
+    plain = {**f, "cooldown": 0.0}
+    assert lr_factor(799, **f) == pytest.approx(lr_factor(799, **plain))  # untouched before the last 20%
+    assert lr_factor(800, **f) == pytest.approx(lr_factor(800, **plain))  # the fall starts here
+    assert lr_factor(900, **f) == pytest.approx(0.5 * lr_factor(900, **plain))
+    assert lr_factor(1000, **f) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "fused", "scale"),
+    [("Adam", True, 30.0), ("Adam", True, 1e-3), ("Adam", False, 30.0), ("SGD", False, 30.0), ("RAdam", False, 30.0)],
+)  # fmt: skip
+def test_clip_and_step_equals_clip_grad_norm_then_step(optimizer: str, fused: bool, scale: float) -> None:
+    torch.manual_seed(0)
+    models = [tiny_model(), tiny_model()]
+    kwargs = {"lr": 1e-2} | ({"fused": True} if fused else {})
+    optimizers = [getattr(torch.optim, optimizer)(m.parameters(), **kwargs) for m in models]
+    data = torch.randint(VOCAB, (6, 3))
+    mask = models[0].generate_square_subsequent_mask(6)
+    # one step from the same state (later steps would compare Adam's amplification of rounding noise);
+    # scale 30: the norm is clipped; 1e-3: it is below the clip and left alone
+    for i, (model, opt) in enumerate(zip(models, optimizers, strict=True)):
+        opt.zero_grad()
+        (model(data, mask).square().mean() * scale).backward()
+        if i == 0:
+            clip_and_step(opt, list(model.parameters()), 0.5)
+        else:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+    assert not hasattr(optimizers[0], "grad_scale")  # the hook is removed after the step
+    moved = 0.0
+    for ours, theirs, start in zip(
+        models[0].parameters(), models[1].parameters(), tiny_model().parameters(), strict=True
+    ):
+        assert torch.allclose(ours, theirs, atol=1e-6)
+        moved = max(moved, (ours - start).abs().max().item())
+    assert moved > 1e-4  # the step did happen

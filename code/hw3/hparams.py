@@ -11,7 +11,8 @@ a linear warm-up over ``warmup_batches`` steps, times
   - ``"cosine"``:   half a cosine from the peak ``lr`` down to zero at the last batch of the last epoch,
   - ``"invsqrt"``:  the peak ``lr`` at the end of the warm-up, then ``lr * sqrt(warmup_batches / step)``
                     (the schedule of "Attention Is All You Need"),
-  - ``"constant"``: the peak ``lr`` throughout.
+  - ``"constant"``: the peak ``lr`` throughout,
+and over the last ``cooldown`` fraction of all batches, a linear fall to zero (a final annealing phase).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class HParams:
     scheduler: str = "invsqrt"  # step | cosine | invsqrt | constant (see the module docstring)
     warmup_batches: int = 100  # linear warm-up steps (0 = none)
     step_gamma: float = 0.95  # per-epoch decay of the "step" scheduler
+    cooldown: float = 0.2  # fraction of the run, at its end, over which the lr falls linearly to 0
     # training loop (Task 4)
     epochs: int = 10
     bptt: int = 35
@@ -80,6 +82,7 @@ class HParams:
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_range("warmup_batches", self.warmup_batches, 0, 1_000_000)
         _check_range("step_gamma", self.step_gamma, 0.01, 1.0)
+        _check_range("cooldown", self.cooldown, 0.0, 1.0)
         _check_range("epochs", self.epochs, 1, 1000)
         _check_fixed("bptt", self.bptt, 35)
         _check_fixed("batch_size", self.batch_size, 20)
@@ -118,7 +121,10 @@ class HParams:
             "invsqrt": f"lr * sqrt({max(self.warmup_batches, 1)} / step) (inverse square-root decay)",
             "constant": "constant",
         }[self.scheduler]
-        return f"LambdaLR stepped every batch: {warm}{shape}"
+        cool = (
+            f", then linearly to 0 over the last {self.cooldown:.0%} of the batches" if self.cooldown else ""
+        )
+        return f"LambdaLR stepped every batch: {warm}{shape}{cool}"
 
     def optimizer_description(self) -> str:
         if self.optimizer == "SGD":
