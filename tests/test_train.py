@@ -232,6 +232,7 @@ def test_cli_trains_and_writes_metrics_and_weights(real_data_dir, tmp_path) -> N
     model = TransformerModel(28782, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
     model.load_state_dict(state)
     assert not list(tmp_path.glob("*.tmp"))
+    assert (tmp_path / "loss_ppl.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_inverse_square_root_schedule() -> None:

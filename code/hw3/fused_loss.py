@@ -66,6 +66,7 @@ class Workspace:
 
 
 WORKSPACE = Workspace()
+IN_PLACE_SOFTMAX_DEVICES = ("cpu",)  # where the softmax may overwrite its input (tested on the CPU)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -89,6 +90,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         shape = (n_rows, n_classes) if needs_grad else (min(chunk_rows, n_rows), n_classes)
         grad_logits, key = WORKSPACE.borrow("grad_logits", shape, compute_dtype, device)
         keys.append(key)
+        in_place = device.type in IN_PLACE_SOFTMAX_DEVICES
+        if not in_place:
+            logits_buffer, key = WORKSPACE.borrow("logits", (chunk_rows, n_classes), compute_dtype, device)
+            keys.append(key)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         row_ids = torch.arange(chunk_rows, device=device)
         minus_ones = torch.full((chunk_rows,), -1.0, dtype=compute_dtype, device=device)
@@ -96,10 +101,11 @@ class LinearCrossEntropy(torch.autograd.Function):
             stop = min(start + chunk_rows, n_rows)
             target = targets[start:stop].unsqueeze(1)
             rows = grad_logits[start:stop] if needs_grad else grad_logits[: stop - start]
-            torch.mm(h[start:stop], w.t(), out=rows).add_(b)
-            torch.ops.aten._softmax.out(
-                rows, 1, False, out=rows
-            )  # in place; fp32 inside, stored in compute_dtype
+            # softmax computed in fp32 row by row, stored in compute_dtype: in place on the CPU (tested to
+            # equal the out-of-place result); elsewhere from a separate logits buffer
+            logits = rows if in_place else logits_buffer[: stop - start]
+            torch.mm(h[start:stop], w.t(), out=logits).add_(b)
+            torch.ops.aten._softmax.out(logits, 1, False, out=rows)
             # -log p(target); p is clamped at the smallest normal float (a loss of 87 nats per token)
             loss_sum -= rows.gather(1, target).float().clamp_min(torch.finfo(torch.float32).tiny).log().sum()
             # minus one at each row's target (index_put_ works in place; scatter_add_ copies the chunk twice)

@@ -14,7 +14,8 @@ synchronisation per step on GPUs. The learning-rate scheduler is stepped after e
 :mod:`hw3.hparams` for the schedules; the assignment's per-epoch StepLR is one of them).
 
 ``python -m hw3.train --profile quick|full [--epochs N] [--data-dir DIR] [--out DIR]`` trains outside the
-notebook and writes ``metrics.json`` (history) and ``best_model.pt`` (the best weights).
+notebook and writes ``metrics.json`` (history), ``best_model.pt`` (the best weights) and ``loss_ppl.png``
+(the curves).
 """
 
 import copy
@@ -501,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
     for sentence in record["sentences"]:
         print(sentence)
     save(result)
+    from hw3.plots import plot_history
+
+    figure = out / "loss_ppl.png"
+    plot_history(result.history, test_loss=test_loss, best_epoch=result.best_epoch, path=figure)
+    print(f"history: {out / 'metrics.json'}, best weights: {out / 'best_model.pt'}, curve: {figure}")
     return 130 if result.interrupted else 0
 
 
