@@ -184,7 +184,9 @@ def test_warmup_then_cosine_to_zero() -> None:
 
 
 def test_step_schedule_is_steplr_per_epoch() -> None:
-    hp = tiny_hparams(optimizer="SGD", lr=5.0, scheduler="step", warmup_batches=0, step_gamma=0.95)
+    hp = tiny_hparams(
+        optimizer="SGD", lr=5.0, scheduler="step", warmup_batches=0, step_gamma=0.95, cooldown=0.0
+    )
     model = tiny_model()
     optimizer = make_optimizer(model, hp)
     scheduler = make_scheduler(optimizer, hp, batches_per_epoch=4)
