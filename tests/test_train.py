@@ -11,6 +11,7 @@ from hw3.model import TransformerModel
 from hw3.plots import plot_history
 from hw3.train import (
     TrainingDiverged,
+    checkpoint_state,
     clip_and_step,
     count_batches,
     epoch_slice,
@@ -293,3 +294,57 @@ def test_clip_and_step_equals_clip_grad_norm_then_step(optimizer: str, fused: bo
         assert torch.allclose(ours, theirs, atol=1e-6)
         moved = max(moved, (ours - start).abs().max().item())
     assert moved > 1e-4  # the step did happen
+
+
+def test_a_resumed_run_continues_exactly_where_it_stopped() -> None:
+    hp = tiny_hparams(epochs=3, dropout=0.2, precision="auto")  # dropout: the random generators matter
+    data, val = torch.randint(VOCAB, (200, 20)), torch.randint(VOCAB, (80, 10))
+    set_seed(hp.seed)
+    straight = fit(box_model(hp), data, val, hp, progress=False)
+
+    set_seed(hp.seed)
+    saved = []
+
+    def stop_after_two(result) -> None:
+        saved.append(checkpoint_state(model, result))
+        if len(result.history) == 2:
+            raise KeyboardInterrupt
+
+    model = box_model(hp)
+    first = fit(model, data, val, hp, progress=False, on_epoch_end=stop_after_two)
+    assert first.interrupted and len(first.history) == 2
+    torch.manual_seed(12345)  # whatever happens in between must not matter
+    resumed_model = box_model(hp)
+    resumed = fit(resumed_model, data, val, hp, progress=False, resume=saved[-1])
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    key = [(row["train_loss"], row["val_loss"], row["lr"]) for row in straight.history]
+    assert [(row["train_loss"], row["val_loss"], row["lr"]) for row in resumed.history] == key
+    assert resumed.best_epoch == straight.best_epoch
+    for name, tensor in straight.best_model.state_dict().items():
+        assert torch.equal(resumed.best_model.state_dict()[name], tensor)
+
+
+@pytest.mark.e2e
+def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch, capsys) -> None:
+    import hw3.train as train_module
+
+    args = ["--profile", "quick", "--data-dir", str(real_data_dir), "--out", str(tmp_path), "--threads", "1",
+            "--set", "epochs=2", "max_train_batches=2", "max_eval_batches=2", "warmup_batches=1"]  # fmt: skip
+    assert main([*args, "--resume"]) == 2 and "no checkpoint" in capsys.readouterr().err
+    real_train, calls = train_module.train, []
+
+    def stopped_in_epoch_two(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(train_module, "train", stopped_in_epoch_two)
+    assert main(args) == 130  # Ctrl-C in epoch 2: epoch 1 is kept, and its checkpoint
+    monkeypatch.setattr(train_module, "train", real_train)
+    assert main([*args[:-3], "max_train_batches=3", *args[-2:], "--resume"]) == 2  # other hyper-parameters
+    assert "other hyper-parameters" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert "resuming after epoch 1 of 2" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2] and not metrics["interrupted"]

@@ -14,8 +14,8 @@ synchronisation per step on GPUs. The learning-rate scheduler is stepped after e
 :mod:`hw3.hparams` for the schedules; the assignment's per-epoch StepLR is one of them).
 
 ``python -m hw3.train --profile quick|full [--epochs N] [--data-dir DIR] [--out DIR]`` trains outside the
-notebook and writes ``metrics.json`` (history), ``best_model.pt`` (the best weights) and ``loss_ppl.png``
-(the curves).
+notebook and writes ``metrics.json`` (history), ``best_model.pt`` (the best weights), ``loss_ppl.png``
+(the curves) and ``checkpoint.pt`` after every epoch: ``--resume`` continues a stopped run from it.
 """
 
 import copy
@@ -323,6 +323,9 @@ class FitResult:
     best_val_loss: float = float("inf")
     train_seconds: float = 0.0
     interrupted: bool = False
+    # what a checkpoint needs besides the model (see ``checkpoint_state``)
+    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+    scheduler: object = field(default=None, repr=False)
 
 
 def fit(
@@ -333,11 +336,14 @@ def fit(
     fused_loss: bool = True,
     progress: bool | None = None,
     on_epoch_end=None,
+    resume: dict | None = None,
 ) -> FitResult:
     """The assignment's epoch loop: train, validate after each epoch, keep the best model (a real copy).
 
     ``on_epoch_end(result)`` is called after every epoch (e.g. to save a checkpoint). Ctrl-C stops
-    training and returns the best model and history so far, with ``interrupted=True``.
+    training and returns the best model and history so far, with ``interrupted=True``. ``resume``, a
+    ``checkpoint_state`` of an earlier run with the same hyper-parameters, continues that run after its last
+    epoch as if it had never stopped (weights, optimizer, schedule, random generators, history).
     """
     device = train_data.device
     amp_dtype = autocast_dtype(device, hp.precision)
@@ -345,10 +351,11 @@ def fit(
     optimizer = make_optimizer(model, hp)
     batches_per_epoch = count_batches(train_data, hp.bptt, hp.max_train_batches)
     scheduler = make_scheduler(optimizer, hp, batches_per_epoch)
-    result = FitResult(best_model=None)
-    fit_start = time.time()
+    result = FitResult(best_model=None, optimizer=optimizer, scheduler=scheduler)
+    first_epoch = 1 if resume is None else restore_checkpoint(resume, model, result) + 1
+    fit_start = time.time() - result.train_seconds
     try:
-        for epoch in range(1, hp.epochs + 1):
+        for epoch in range(first_epoch, hp.epochs + 1):
             epoch_start_time = time.time()
             epoch_data = epoch_slice(train_data, epoch, hp.max_train_batches, hp.bptt)
             train_loss = train(
@@ -383,6 +390,46 @@ def fit(
     return result
 
 
+def checkpoint_state(model: nn.Module, result: FitResult) -> dict:
+    """Everything ``fit(..., resume=...)`` needs to continue a run after its last finished epoch."""
+    return {
+        "epoch": result.history[-1]["epoch"] if result.history else 0,
+        "model": copy.deepcopy(model.state_dict()),
+        "optimizer": copy.deepcopy(result.optimizer.state_dict()),
+        "scheduler": result.scheduler.state_dict(),
+        "best_model": None if result.best_model is None else result.best_model.state_dict(),
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "history": copy.deepcopy(result.history),
+        "train_seconds": result.train_seconds,
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+        },
+    }
+
+
+def restore_checkpoint(state: dict, model: nn.Module, result: FitResult) -> int:
+    """Load a ``checkpoint_state`` into the model, the result's optimizer and scheduler; returns its epoch."""
+    model.load_state_dict(state["model"])
+    result.optimizer.load_state_dict(state["optimizer"])
+    result.scheduler.load_state_dict(state["scheduler"])
+    result.history = copy.deepcopy(state["history"])
+    result.best_epoch, result.best_val_loss = state["best_epoch"], state["best_val_loss"]
+    if state["best_model"] is not None:
+        result.best_model = copy.deepcopy(model)
+        result.best_model.load_state_dict(state["best_model"])
+    result.train_seconds = state["train_seconds"]
+    torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    np.random.set_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    return state["epoch"]
+
+
 # ----------------------------------------------------------------------------- command line (not inlined)
 
 
@@ -395,8 +442,12 @@ def _write_json_atomic(path, obj) -> None:
 
 
 def _save_state_atomic(path, model: nn.Module) -> None:
+    _save_atomic(path, model.state_dict())
+
+
+def _save_atomic(path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
@@ -425,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="NAME=VALUE", help="override hyper-parameters"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose checkpoint.pt is in --out (same hyper-parameters) after its last epoch",
     )
     args = parser.parse_args(argv)
 
@@ -485,9 +541,30 @@ def main(argv: list[str] | None = None) -> int:
         if result.best_model is not None:
             _save_state_atomic(out / "best_model.pt", result.best_model)
 
+    checkpoint_path = out / "checkpoint.pt"
+
+    def save_epoch(result: FitResult) -> None:  # after every epoch: what --resume continues from
+        save(result)
+        _save_atomic(checkpoint_path, {"hparams": hp.to_dict(), **checkpoint_state(model, result)})
+
+    resume = None
+    if args.resume:
+        if not checkpoint_path.exists():
+            print(f"error: --resume: no checkpoint at {checkpoint_path}", file=sys.stderr)
+            return 2
+        resume = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if resume.pop("hparams") != hp.to_dict():
+            print(
+                f"error: --resume: {checkpoint_path} was trained with other hyper-parameters", file=sys.stderr
+            )
+            return 2
+        print(f"resuming after epoch {resume['epoch']} of {hp.epochs} ({checkpoint_path})", flush=True)
+
     # `kill PID` (SIGTERM) stops like Ctrl-C: the best model so far is kept, tested and saved
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    result = fit(model, train_data, val_data, hp, progress=sys.stderr.isatty(), on_epoch_end=save)
+    result = fit(
+        model, train_data, val_data, hp, progress=sys.stderr.isatty(), on_epoch_end=save_epoch, resume=resume
+    )
     save(result)
     if result.best_model is None:
         print("no epoch finished; nothing to evaluate", file=sys.stderr)
