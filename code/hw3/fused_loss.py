@@ -59,11 +59,6 @@ class Workspace:
         for key in keys:
             self._lent.discard(key)
 
-    def clear(self) -> None:
-        """Free the cached buffers (those still lent stay alive with their borrower)."""
-        self._buffers.clear()
-        self._lent.clear()
-
 
 WORKSPACE = Workspace()
 IN_PLACE_SOFTMAX_DEVICES = ("cpu",)  # where the softmax may overwrite its input (tested on the CPU)

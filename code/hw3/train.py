@@ -441,10 +441,6 @@ def _write_json_atomic(path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _save_state_atomic(path, model: nn.Module) -> None:
-    _save_atomic(path, model.state_dict())
-
-
 def _save_atomic(path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -539,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         _write_json_atomic(out / "metrics.json", record)
         if result.best_model is not None:
-            _save_state_atomic(out / "best_model.pt", result.best_model)
+            _save_atomic(out / "best_model.pt", result.best_model.state_dict())
 
     checkpoint_path = out / "checkpoint.pt"
 
