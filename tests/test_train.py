@@ -348,3 +348,53 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
     assert "resuming after epoch 1 of 2" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["history"]] == [1, 2] and not metrics["interrupted"]
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(fused: bool, monkeypatch) -> None:
+    import hw3.train as train_module
+
+    real_get_batch = train_module.get_batch
+    seen: list[list[int]] = []
+
+    def recording_get_batch(source, i, bptt):
+        seen[-1].append(i)
+        return real_get_batch(source, i, bptt)
+
+    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+    data = torch.randint(VOCAB, (96, 3))  # 95 target rows: 9 chunks of 10 rows and a short one of 5
+    for shuffle in (False, True, True):
+        set_seed(211)
+        model = tiny_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        seen.append([])
+        # the short chunk comes mid-epoch when shuffled: the full chunks after it still need the whole mask
+        loss = train(
+            model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False, shuffle=shuffle
+        )
+        assert math.isfinite(loss)
+    in_order, shuffled, again = seen
+    assert in_order == list(range(0, 95, 10))
+    assert sorted(shuffled) == in_order and shuffled != in_order
+    assert again == shuffled  # the order comes from torch's seeded generator
+    assert shuffled[-1] != 90  # with seed 211 the short chunk is mid-epoch: the mask case above is exercised
+
+
+def test_shuffle_batches_reaches_train_through_fit(monkeypatch) -> None:
+    import hw3.train as train_module
+
+    calls: list[bool] = []
+    real_train = train_module.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["shuffle"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    data = periodic_corpus(40, 2)
+    for flag in (False, True):
+        hp = tiny_hparams(epochs=1, shuffle_batches=flag)
+        fit(box_model(hp), data, data, hp, progress=False)
+    assert calls == [False, True]
+    assert "shuffled every epoch" in tiny_hparams(shuffle_batches=True).describe()

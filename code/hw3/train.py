@@ -221,8 +221,12 @@ def train(
     fused_loss: bool = True,
     progress: bool | None = None,
     cheap_dropout: bool = True,
+    shuffle: bool = False,
 ) -> float:
     """One epoch of training (the assignment's ``train``); returns the mean training loss of the epoch.
+
+    ``shuffle=True`` visits the epoch's ``bptt``-row chunks in a random order (drawn from torch's generator)
+    instead of front to back: consecutive updates then no longer come from the same articles.
 
     ``fused_loss=False`` with ``amp_dtype=None`` is exactly the assignment's loop. ``fused_loss=True``
     computes the same loss with the decoder and the cross-entropy fused (:mod:`hw3.fused_loss`), folds the
@@ -247,16 +251,19 @@ def train(
         fast_dropout(model) if fused_loss and cheap_dropout and device.type == "cpu" else nullcontext()
     )
     with dropout_context:
-        for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)[:num_batches]):
+        starts = range(0, train_data.size(0) - 1, bptt)[:num_batches]
+        if shuffle:
+            starts = [starts[k] for k in torch.randperm(len(starts)).tolist()]
+        for batch, i in enumerate(starts):
             data, targets = get_batch(train_data, i, bptt)
             seq_len = data.size(0)
-            if seq_len != bptt:  # only on last batch
-                src_mask = src_mask[:seq_len, :seq_len]
+            # the shorter last chunk gets a cut mask of its own (shuffled, it is not the last batch)
+            mask = src_mask if seq_len == bptt else src_mask[:seq_len, :seq_len]
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 if fused_loss:
-                    hidden = hidden_states(model, data, src_mask)
+                    hidden = hidden_states(model, data, mask)
                 else:
-                    output = model(data, src_mask)
+                    output = model(data, mask)
             if fused_loss:
                 decoder = model.decoder
                 hidden = hidden.reshape(-1, hidden.size(-1))
@@ -361,7 +368,7 @@ def fit(
             train_loss = train(
                 model, hp.bptt, epoch_data, optimizer, scheduler, epoch, criterion=criterion, clip=hp.clip,
                 log_interval=hp.log_interval, max_batches=hp.max_train_batches, amp_dtype=amp_dtype,
-                fused_loss=fused_loss, progress=progress,
+                fused_loss=fused_loss, progress=progress, shuffle=hp.shuffle_batches,
             )  # fmt: skip
             lr = scheduler.get_last_lr()[0]  # the learning rate reached at the end of the epoch
             val_loss = evaluate(model, val_data, hp.bptt, criterion, amp_dtype, hp.max_eval_batches)
