@@ -27,12 +27,10 @@ import time
 import warnings
 
 import torch
-from hw3.data import WikiText2, batchify, build_vocab, data_process
+from hw3.data import load_splits
 from hw3.download import wikitext2_dir
 from hw3.hparams import profile_defaults
-from hw3.model import TransformerModel
-from hw3.train import autocast_dtype, make_optimizer, make_scheduler, train
-from hw3.vocab import get_tokenizer
+from hw3.train import autocast_dtype, build_model, make_optimizer, make_scheduler, train
 from torch import nn
 
 # Loss equivalence. The first block starts from identical weights with identical dropout masks, so only
@@ -81,15 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
     amp_dtype = autocast_dtype(device, hp.precision)
     folder = wikitext2_dir(data_dir=args.data_dir)
-    tokenizer = get_tokenizer("basic_english")
-    vocab = build_vocab(WikiText2(folder, split="train"), tokenizer)
-    train_data = batchify(data_process(WikiText2(folder, split="train"), vocab, tokenizer), hp.batch_size)
+    vocab, train_data, _, _ = load_splits(folder, hp.batch_size, hp.eval_batch_size)
     ntokens = len(vocab)
 
     torch.manual_seed(hp.seed)
-    seed_model = TransformerModel(
-        ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first
-    )
+    seed_model = build_model(ntokens, hp)
     models = {name: copy.deepcopy(seed_model) for name in ("ours", NOISE, EXACT)}
     models["seed"] = seed_model
     optimizers = {

@@ -1,12 +1,12 @@
 """Quality probe: does visiting the chunks of an epoch in a random order help, at equal data and steps?
 
-    python benchmarks/probe_shuffle.py [--batches N] [--data-dir DIR] [--threads T]
+    python benchmarks/probe_shuffle.py [--batches N] [--data-dir DIR] [--threads T] [--seed S]
 
 Trains the full profile's model twice from the same seed on the same first N chunks of the training split
 (warm-up, inverse square-root decay, a linear fall to zero over the last 30% of the N steps), once front to
 back as the assignment's loop does and once with ``shuffle_batches=True``, then prints the validation
-perplexity of each on the whole validation split. One seed per call (``--seed``): a probe, not a proof; ~3.5 minutes a run for
-N=1000 on a 2-core CPU.
+perplexity of each on the whole validation split. One seed per call (``--seed``): a probe, not a proof;
+~3.5 minutes a run for N=1000 on a 2-core CPU.
 """
 
 import argparse
@@ -16,12 +16,10 @@ import sys
 import time
 
 import torch
-from hw3.data import WikiText2, batchify, build_vocab, data_process
+from hw3.data import load_splits
 from hw3.download import wikitext2_dir
 from hw3.hparams import profile_defaults
-from hw3.model import TransformerModel
-from hw3.train import fit, resolve_device, set_seed
-from hw3.vocab import get_tokenizer
+from hw3.train import build_model, fit, resolve_device, set_seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = resolve_device()
     folder = wikitext2_dir(data_dir=args.data_dir)
-    tokenizer = get_tokenizer("basic_english")
-    vocab = build_vocab(WikiText2(folder, split="train"), tokenizer)
     base = profile_defaults("full").replace(
         epochs=1,
         max_train_batches=args.batches,
@@ -44,19 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         log_interval=max(1, args.batches // 5),
         seed=args.seed,
     )
-    train_data = batchify(
-        data_process(WikiText2(folder, split="train"), vocab, tokenizer), base.batch_size, device
-    )
-    val_data = batchify(
-        data_process(WikiText2(folder, split="valid"), vocab, tokenizer), base.eval_batch_size, device
-    )
+    vocab, train_data, val_data, _ = load_splits(folder, base.batch_size, base.eval_batch_size, device)
     results = {}
     for shuffle in (False, True):
         hp = base.replace(shuffle_batches=shuffle)
         set_seed(hp.seed)
-        model = TransformerModel(
-            len(vocab), hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, norm_first=hp.norm_first
-        ).to(device)
+        model = build_model(len(vocab), hp).to(device)
         start = time.time()
         result = fit(model, train_data, val_data, hp, progress=False)
         results[shuffle] = result.best_val_loss

@@ -4,7 +4,17 @@ import json
 
 import pytest
 import torch
-from hw3.data import WikiText2, batchify, build_vocab, data_process, get_batch, ids_sha256, main, summary
+from hw3.data import (
+    WikiText2,
+    batchify,
+    build_vocab,
+    data_process,
+    get_batch,
+    ids_sha256,
+    load_splits,
+    main,
+    summary,
+)
 from hw3.vocab import basic_english_tokenize
 
 
@@ -75,6 +85,16 @@ def test_wikitext2_splits_yield_lines(tmp_path) -> None:
 
 
 @pytest.mark.e2e
+def test_load_splits_batchifies_each_split_with_the_train_vocabulary(tmp_path) -> None:
+    texts = {"train": " a b c a b c a b\n", "valid": " a b z c a b\n", "test": " c b a c\n"}
+    for name, text in texts.items():
+        (tmp_path / f"wiki.{name}.tokens").write_text(text, encoding="utf-8")
+    vocab, train, valid, test = load_splits(tmp_path, batch_size=2, eval_batch_size=3)
+    assert vocab.get_itos()[0] == "<unk>" and len(vocab) == 4
+    assert train.shape == (4, 2) and valid.shape == (2, 3) and test.shape == (1, 3)
+    assert valid[:, 0].tolist() == vocab(["a", "b"]) and valid[0, 1].item() == vocab["<unk>"]  # "z"
+
+
 def test_real_fingerprint(real_data_dir) -> None:
     result = summary(real_data_dir)
     assert result["vocab_size"] == 28782

@@ -83,6 +83,21 @@ def batchify(data: Tensor, bsz: int, device: torch.device | str | None = None) -
     return data if device is None else data.to(device)
 
 
+def load_splits(
+    folder: str | Path, batch_size: int, eval_batch_size: int, device: torch.device | str | None = None
+) -> tuple[Vocab, Tensor, Tensor, Tensor]:
+    """The vocabulary and the batchified train, valid and test splits of the WikiText-2 files in ``folder``
+    (the assignment's pipeline, for the command line and the benchmarks)."""
+    vocab = build_vocab(WikiText2(folder, split="train"))
+    train_iter, val_iter, test_iter = WikiText2(folder)
+    return (
+        vocab,
+        batchify(data_process(train_iter, vocab, basic_english_tokenize), batch_size, device),
+        batchify(data_process(val_iter, vocab, basic_english_tokenize), eval_batch_size, device),
+        batchify(data_process(test_iter, vocab, basic_english_tokenize), eval_batch_size, device),
+    )
+
+
 def get_batch(source: Tensor, i: int, bptt: int) -> tuple[Tensor, Tensor]:
     """
     Args:

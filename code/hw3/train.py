@@ -37,6 +37,7 @@ from hw3.data import get_batch
 from hw3.fast_dropout import fast_dropout
 from hw3.fused_loss import hidden_states, linear_cross_entropy
 from hw3.hparams import HParams
+from hw3.model import TransformerModel
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,6 +78,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "bf16" or cpu_has_bf16():
         return torch.bfloat16
     return None
+
+
+def build_model(ntokens: int, hp: HParams) -> TransformerModel:
+    """The given ``TransformerModel`` with the hyper-parameters' sizes, dropout and LayerNorm placement."""
+    return TransformerModel(ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
 
 
 def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
@@ -459,12 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     from pathlib import Path
 
-    from hw3.data import WikiText2, batchify, build_vocab, data_process, summary
+    from hw3.data import load_splits, summary
     from hw3.download import DataError, wikitext2_dir
     from hw3.generate import generate_sentences
     from hw3.hparams import profile_defaults
-    from hw3.model import TransformerModel
-    from hw3.vocab import get_tokenizer
 
     parser = argparse.ArgumentParser(
         prog="python -m hw3.train", description="Train the WikiText-2 Transformer LM."
@@ -508,20 +512,14 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     total_start = time.time()
 
-    tokenizer = get_tokenizer("basic_english")
-    vocab = build_vocab(WikiText2(folder, split="train"), tokenizer)
-    train_iter, val_iter, test_iter = WikiText2(folder)
-    train_data = batchify(data_process(train_iter, vocab, tokenizer), hp.batch_size, device)
-    val_data = batchify(data_process(val_iter, vocab, tokenizer), hp.eval_batch_size, device)
-    test_data = batchify(data_process(test_iter, vocab, tokenizer), hp.eval_batch_size, device)
+    vocab, train_data, val_data, test_data = load_splits(folder, hp.batch_size, hp.eval_batch_size, device)
     print(hp.describe(), flush=True)
     print(
         f"device: {device}, threads: {torch.get_num_threads()}, autocast: {autocast_dtype(device, hp.precision)}"
     )
 
     set_seed(hp.seed)
-    model = TransformerModel(len(vocab), hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
-    model = model.to(device)
+    model = build_model(len(vocab), hp).to(device)
     record = {
         "profile": args.profile,
         "hparams": hp.to_dict(),
