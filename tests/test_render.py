@@ -109,6 +109,16 @@ def test_draft_marker_only_for_quick(tmp_path: Path) -> None:
     assert "DRAFT" in quick.cells[0].source
 
 
+def test_task4_explains_the_batch_order_only_when_shuffled(tmp_path: Path) -> None:
+    def markdown(**hparams) -> str:
+        path = render_notebook(config(**hparams), tmp_path / "n.ipynb")
+        cells = nbformat.read(path, as_version=4).cells
+        return "\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
+
+    assert "**Batch order (`shuffle_batches`).**" in markdown()  # the default shuffles
+    assert "Batch order" not in markdown(shuffle_batches=False)
+
+
 def test_empty_cell_and_missing_parameters_are_refused() -> None:
     with pytest.raises(RenderError, match="empty code cell"):
         build_notebook(parse_cells("%% code [parameters]\nx = 1\n%% code\n\n%% markdown\n# hi\n"))
