@@ -109,7 +109,7 @@ def test_draft_marker_only_for_quick(tmp_path: Path) -> None:
     assert "DRAFT" in quick.cells[0].source
 
 
-def test_task4_explains_the_batch_order_only_when_shuffled(tmp_path: Path) -> None:
+def test_task4_explains_the_batch_order_and_the_chunk_boundaries_only_when_used(tmp_path: Path) -> None:
     def markdown(**hparams) -> str:
         path = render_notebook(config(**hparams), tmp_path / "n.ipynb")
         cells = nbformat.read(path, as_version=4).cells
@@ -117,6 +117,8 @@ def test_task4_explains_the_batch_order_only_when_shuffled(tmp_path: Path) -> No
 
     assert "**Batch order (`shuffle_batches`).**" in markdown()  # the default shuffles
     assert "Batch order" not in markdown(shuffle_batches=False)
+    assert "Chunk boundaries" not in markdown()  # the default cuts the text at rows 0, 35, 70, ...
+    assert "**Chunk boundaries (`random_offset`).**" in markdown(random_offset=True)
 
 
 def test_empty_cell_and_missing_parameters_are_refused() -> None:

@@ -381,6 +381,84 @@ def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(fused: bool, m
     assert shuffled[-1] != 90  # with seed 211 the short chunk is mid-epoch: the mask case above is exercised
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: bool, monkeypatch) -> None:
+    import hw3.train as train_module
+
+    real_get_batch = train_module.get_batch
+    seen: list[list[int]] = []
+
+    def recording_get_batch(source, i, bptt):
+        seen[-1].append(i)
+        return real_get_batch(source, i, bptt)
+
+    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+    data = torch.randint(VOCAB, (96, 3))  # 95 target rows
+    runs: list[list[list[int]]] = []
+    for _ in range(2):
+        set_seed(211)
+        model = tiny_model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        runs.append([])
+        for epoch in (1, 2, 3, 4):
+            seen.append([])
+            loss = train(
+                model, 10, data, optimizer, scheduler, epoch, progress=False, shuffle=shuffle, random_offset=True
+            )  # fmt: skip
+            assert math.isfinite(loss)
+            runs[-1].append(seen[-1])
+    first, again = runs
+    assert first == again  # the offsets (and orders) come from torch's seeded generator
+    offsets = [min(starts) for starts in first]
+    assert all(0 <= o < 10 for o in offsets) and len(set(offsets)) > 1  # cut elsewhere from epoch to epoch
+    assert any(o > 0 for o in offsets)
+    for o, starts in zip(offsets, first, strict=True):
+        # every chunk from the offset on, each once; only the rows before the offset are left out
+        assert sorted(starts) == list(range(o, 95, 10))
+        assert (starts == sorted(starts)) == (not shuffle)
+
+
+def test_without_random_offset_the_chunks_start_at_row_zero_as_in_the_assignment(monkeypatch) -> None:
+    import hw3.train as train_module
+
+    real_get_batch = train_module.get_batch
+    seen: list[int] = []
+
+    def recording_get_batch(source, i, bptt):
+        seen.append(i)
+        return real_get_batch(source, i, bptt)
+
+    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+    set_seed(211)
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    for epoch in (1, 2):
+        train(model, 10, torch.randint(VOCAB, (96, 3)), optimizer, scheduler, epoch, progress=False)
+    assert seen == list(range(0, 95, 10)) * 2
+
+
+def test_random_offset_reaches_train_through_fit(monkeypatch) -> None:
+    import hw3.train as train_module
+
+    calls: list[bool] = []
+    real_train = train_module.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["random_offset"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", spy)
+    data = periodic_corpus(40, 2)
+    for flag in (False, True):
+        hp = tiny_hparams(epochs=1, random_offset=flag)
+        fit(box_model(hp), data, data, hp, progress=False)
+    assert calls == [False, True]
+    assert "a random start row" in tiny_hparams(random_offset=True).describe()
+    assert "fixed (rows 0" in tiny_hparams().describe()
+
+
 def test_shuffle_batches_reaches_train_through_fit(monkeypatch) -> None:
     import hw3.train as train_module
 

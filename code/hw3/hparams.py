@@ -52,6 +52,7 @@ class HParams:
     # training loop (Task 4)
     epochs: int = 10
     shuffle_batches: bool = True  # visit the bptt chunks in a seeded random order; False = in order
+    random_offset: bool = False  # start each epoch's chunks at a seeded random row in [0, bptt)
     bptt: int = 35
     batch_size: int = 20
     eval_batch_size: int = 10
@@ -152,6 +153,12 @@ class HParams:
             (
                 "batch order",
                 "shuffled every epoch" if self.shuffle_batches else "in order (the assignment's loop)",
+            ),
+            (
+                "chunk boundaries",
+                "a random start row in [0, bptt) every epoch"
+                if self.random_offset
+                else "fixed (rows 0, bptt, ...)",
             ),
             ("bptt", self.bptt),
             ("batch size (train)", self.batch_size),

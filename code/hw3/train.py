@@ -228,11 +228,15 @@ def train(
     progress: bool | None = None,
     cheap_dropout: bool = True,
     shuffle: bool = False,
+    random_offset: bool = False,
 ) -> float:
     """One epoch of training (the assignment's ``train``); returns the mean training loss of the epoch.
 
     ``shuffle=True`` visits the epoch's ``bptt``-row chunks in a random order (drawn from torch's generator)
     instead of front to back: consecutive updates then no longer come from the same articles.
+    ``random_offset=True`` starts the chunks at a random row in ``[0, bptt)`` (drawn first, from the same
+    generator) and leaves out the rows before it: every epoch cuts the text at other places, so a word is seen
+    with other contexts instead of the same 35-token windows each epoch.
 
     ``fused_loss=False`` with ``amp_dtype=None`` is exactly the assignment's loop. ``fused_loss=True``
     computes the same loss with the decoder and the cross-entropy fused (:mod:`hw3.fused_loss`), folds the
@@ -248,7 +252,9 @@ def train(
     src_mask = model.generate_square_subsequent_mask(bptt).to(device)
     check_every = 1 if device.type == "cpu" else log_interval  # .item() is free on the CPU, a sync on GPUs
 
-    num_batches = count_batches(train_data, bptt, max_batches)
+    # drawn before anything else of the epoch, so the shuffle order stays a function of the seed
+    offset = int(torch.randint(bptt, ()).item()) if random_offset and train_data.size(0) - 1 > bptt else 0
+    num_batches = count_batches(train_data[offset:], bptt, max_batches)
     show_bar = progress if progress is not None else os.environ.get("TQDM_DISABLE", "") in ("", "0")
     bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", disable=not show_bar, leave=False)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -257,7 +263,7 @@ def train(
         fast_dropout(model) if fused_loss and cheap_dropout and device.type == "cpu" else nullcontext()
     )
     with dropout_context:
-        starts = range(0, train_data.size(0) - 1, bptt)[:num_batches]
+        starts = range(offset, train_data.size(0) - 1, bptt)[:num_batches]
         if shuffle:
             starts = [starts[k] for k in torch.randperm(len(starts)).tolist()]
         for batch, i in enumerate(starts):
@@ -374,7 +380,7 @@ def fit(
             train_loss = train(
                 model, hp.bptt, epoch_data, optimizer, scheduler, epoch, criterion=criterion, clip=hp.clip,
                 log_interval=hp.log_interval, max_batches=hp.max_train_batches, amp_dtype=amp_dtype,
-                fused_loss=fused_loss, progress=progress, shuffle=hp.shuffle_batches,
+                fused_loss=fused_loss, progress=progress, shuffle=hp.shuffle_batches, random_offset=hp.random_offset,
             )  # fmt: skip
             lr = scheduler.get_last_lr()[0]  # the learning rate reached at the end of the epoch
             val_loss = evaluate(model, val_data, hp.bptt, criterion, amp_dtype, hp.max_eval_batches)
