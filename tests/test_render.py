@@ -117,8 +117,8 @@ def test_task4_explains_the_batch_order_and_the_chunk_boundaries_only_when_used(
 
     assert "**Batch order (`shuffle_batches`).**" in markdown()  # the default shuffles
     assert "Batch order" not in markdown(shuffle_batches=False)
-    assert "Chunk boundaries" not in markdown()  # the default cuts the text at rows 0, 35, 70, ...
-    assert "**Chunk boundaries (`random_offset`).**" in markdown(random_offset=True)
+    assert "**Chunk boundaries (`random_offset`).**" in markdown()  # the default moves the cuts every epoch
+    assert "Chunk boundaries" not in markdown(random_offset=False)
 
 
 def test_empty_cell_and_missing_parameters_are_refused() -> None:

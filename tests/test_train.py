@@ -456,7 +456,7 @@ def test_random_offset_reaches_train_through_fit(monkeypatch) -> None:
         fit(box_model(hp), data, data, hp, progress=False)
     assert calls == [False, True]
     assert "a random start row" in tiny_hparams(random_offset=True).describe()
-    assert "fixed (rows 0" in tiny_hparams().describe()
+    assert "fixed (rows 0" in tiny_hparams(random_offset=False).describe()
 
 
 def test_shuffle_batches_reaches_train_through_fit(monkeypatch) -> None:
