@@ -350,31 +350,42 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
     assert [row["epoch"] for row in metrics["history"]] == [1, 2] and not metrics["interrupted"]
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(fused: bool, monkeypatch) -> None:
+@pytest.fixture
+def chunk_starts(monkeypatch) -> list[list[int]]:
+    """The first row of every chunk ``train`` fetches; append an empty list to start recording an epoch."""
     import hw3.train as train_module
 
     real_get_batch = train_module.get_batch
-    seen: list[list[int]] = []
+    seen: list[list[int]] = [[]]
 
     def recording_get_batch(source, i, bptt):
         seen[-1].append(i)
         return real_get_batch(source, i, bptt)
 
     monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+    return seen
+
+
+def constant_lr_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, object]:
+    """A seeded tiny model with Adam at a constant learning rate: what one ``train`` call needs."""
+    set_seed(211)
+    model = tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(fused: bool, chunk_starts) -> None:
     data = torch.randint(VOCAB, (96, 3))  # 95 target rows: 9 chunks of 10 rows and a short one of 5
     for shuffle in (False, True, True):
-        set_seed(211)
-        model = tiny_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        seen.append([])
+        model, optimizer, scheduler = constant_lr_training()
+        chunk_starts.append([])
         # the short chunk comes mid-epoch when shuffled: the full chunks after it still need the whole mask
         loss = train(
             model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False, shuffle=shuffle
         )
         assert math.isfinite(loss)
-    in_order, shuffled, again = seen
+    in_order, shuffled, again = chunk_starts[1:]
     assert in_order == list(range(0, 95, 10))
     assert sorted(shuffled) == in_order and shuffled != in_order
     assert again == shuffled  # the order comes from torch's seeded generator
@@ -382,32 +393,19 @@ def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(fused: bool, m
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: bool, monkeypatch) -> None:
-    import hw3.train as train_module
-
-    real_get_batch = train_module.get_batch
-    seen: list[list[int]] = []
-
-    def recording_get_batch(source, i, bptt):
-        seen[-1].append(i)
-        return real_get_batch(source, i, bptt)
-
-    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: bool, chunk_starts) -> None:
     data = torch.randint(VOCAB, (96, 3))  # 95 target rows
     runs: list[list[list[int]]] = []
     for _ in range(2):
-        set_seed(211)
-        model = tiny_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        model, optimizer, scheduler = constant_lr_training()
         runs.append([])
         for epoch in (1, 2, 3, 4):
-            seen.append([])
+            chunk_starts.append([])
             loss = train(
                 model, 10, data, optimizer, scheduler, epoch, progress=False, shuffle=shuffle, random_offset=True
             )  # fmt: skip
             assert math.isfinite(loss)
-            runs[-1].append(seen[-1])
+            runs[-1].append(chunk_starts[-1])
     first, again = runs
     assert first == again  # the offsets (and orders) come from torch's seeded generator
     offsets = [min(starts) for starts in first]
@@ -419,60 +417,36 @@ def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: b
         assert (starts == sorted(starts)) == (not shuffle)
 
 
-def test_without_random_offset_the_chunks_start_at_row_zero_as_in_the_assignment(monkeypatch) -> None:
-    import hw3.train as train_module
-
-    real_get_batch = train_module.get_batch
-    seen: list[int] = []
-
-    def recording_get_batch(source, i, bptt):
-        seen.append(i)
-        return real_get_batch(source, i, bptt)
-
-    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
-    set_seed(211)
-    model = tiny_model()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+def test_without_random_offset_the_chunks_start_at_row_zero_as_in_the_assignment(chunk_starts) -> None:
+    model, optimizer, scheduler = constant_lr_training()
     for epoch in (1, 2):
         train(model, 10, torch.randint(VOCAB, (96, 3)), optimizer, scheduler, epoch, progress=False)
-    assert seen == list(range(0, 95, 10)) * 2
+    assert chunk_starts[-1] == list(range(0, 95, 10)) * 2
 
 
-def test_random_offset_reaches_train_through_fit(monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("field", "keyword", "described"),
+    [
+        ("shuffle_batches", "shuffle", {True: "shuffled every epoch", False: "in order"}),
+        ("random_offset", "random_offset", {True: "a random start row", False: "fixed (rows 0"}),
+    ],
+)
+def test_batch_order_and_chunk_boundaries_reach_train_through_fit(
+    field, keyword, described, monkeypatch
+) -> None:
     import hw3.train as train_module
 
     calls: list[bool] = []
     real_train = train_module.train
 
     def spy(*args, **kwargs):
-        calls.append(kwargs["random_offset"])
+        calls.append(kwargs[keyword])
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train", spy)
     data = periodic_corpus(40, 2)
     for flag in (False, True):
-        hp = tiny_hparams(epochs=1, random_offset=flag)
+        hp = tiny_hparams(epochs=1, **{field: flag})
         fit(box_model(hp), data, data, hp, progress=False)
+        assert described[flag] in hp.describe()
     assert calls == [False, True]
-    assert "a random start row" in tiny_hparams(random_offset=True).describe()
-    assert "fixed (rows 0" in tiny_hparams(random_offset=False).describe()
-
-
-def test_shuffle_batches_reaches_train_through_fit(monkeypatch) -> None:
-    import hw3.train as train_module
-
-    calls: list[bool] = []
-    real_train = train_module.train
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs["shuffle"])
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train", spy)
-    data = periodic_corpus(40, 2)
-    for flag in (False, True):
-        hp = tiny_hparams(epochs=1, shuffle_batches=flag)
-        fit(box_model(hp), data, data, hp, progress=False)
-    assert calls == [False, True]
-    assert "shuffled every epoch" in tiny_hparams(shuffle_batches=True).describe()
