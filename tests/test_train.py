@@ -220,6 +220,15 @@ def test_cli_refuses_bad_hparams_before_loading_data(tmp_path, capsys) -> None:
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_cli_keeps_every_repeated_set_override(tmp_path, capsys) -> None:
+    missing = tmp_path / "no-data-here"
+    # the bad value comes first: if a later --set replaced the earlier ones, lr=10 would be lost and the run
+    # would get as far as the missing data folder
+    assert main(["--data-dir", str(missing), "--set", "lr=10", "--set", "epochs=1", "dropout=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "lr=10" in err and "no-data-here" not in err
+
+
 @pytest.mark.e2e
 def test_cli_trains_and_writes_metrics_and_weights(real_data_dir, tmp_path) -> None:
     args = ["--profile", "quick", "--data-dir", str(real_data_dir), "--out", str(tmp_path), "--threads", "1",

@@ -488,7 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
-        "--set", nargs="*", default=[], metavar="NAME=VALUE", help="override hyper-parameters"
+        "--set",
+        nargs="+",
+        action="extend",  # repeating --set adds to the overrides (plain nargs would keep only the last)
+        default=[],
+        metavar="NAME=VALUE",
+        help="override hyper-parameters (repeatable)",
     )
     parser.add_argument(
         "--resume",
