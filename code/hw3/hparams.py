@@ -195,17 +195,8 @@ def profile_defaults(profile: str) -> HParams:
     decay pre-LayerNorm reached 6.01 at batch 1,000. The whole 10-epoch run (2-core CPU, bf16, ~9 minutes an
     epoch): validation perplexity 236.6, 201.2, 187.1, 177.8, 174.0, 169.5, 167.3, 166.7, then 162.4 and
     160.2 in the cool-down; test 150.7 (benchmarks/results/full_profile_cpu.json).
-    With the chunks cut at rows 0, 35, 70, ... every epoch (``random_offset=False``): validation 237.5,
-    199.7, 187.1, 179.6, 174.4, 170.7, 168.7, 168.3, 164.2, 163.2, test 155.2, with lower training losses
-    (4.82 against 4.86 in the last epoch): the model fit the same 35-token windows again each epoch.
-    With fixed cuts and the assignment's front-to-back order, the run reached validation 280.9 after one
-    epoch, 206.2 after eight and 176.9 after ten, test 166.0, with almost the same training losses as shuffled
-    with fixed cuts (6.06 ... 4.94 vs 6.05 ... 4.82): in order, consecutive updates come from the same articles and the weights track the most
-    recent text (its training loss rose in the last epoch while validation fell most). More regularisation
-    and a longer fall, tried in order, did not help: dropout 0.3 with the fall over the last 50% of 13
-    epochs reached validation 182.5 and test 171.9 (benchmarks/results/trial_*.json). Neither did a longer
-    run: 12 epochs with the fall over the last 30% reached validation 159.7 and test 150.5 (vs 150.7), for
-    20% more time.
+    The runs that chose these settings, and those tried and not adopted (fixed cuts, the assignment's order,
+    dropout 0.3, 12 epochs), are in the README's "Training speed and quality" and benchmarks/results/.
     """
     if profile == "full":
         return HParams()
