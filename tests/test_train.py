@@ -205,6 +205,40 @@ def test_make_optimizer_uses_the_chosen_lr(name: str) -> None:
     assert type(optimizer).__name__ == name and optimizer.param_groups[0]["lr"] == 0.02
 
 
+@pytest.mark.parametrize("name", ["Adam", "RAdam"])
+def test_decoupled_weight_decay_shrinks_matrices_only(name: str) -> None:
+    """With a zero gradient, decoupled decay multiplies each weight matrix by exactly (1 - lr * wd) a step
+    and leaves biases and LayerNorm gains alone; coupled L2 in Adam would instead move a matrix by ~lr per
+    element (Adam normalises the decay term away; RAdam does so from its 6th step), and decaying every
+    parameter would shrink the gains."""
+    model = tiny_model()
+    hp = tiny_hparams(optimizer=name, lr=0.01, weight_decay=0.5, decoupled_weight_decay=True)
+    optimizer = make_optimizer(model, hp)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(10):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+    for n, p in model.named_parameters():
+        expected = before[n] * (1 - 0.01 * 0.5) ** 10 if p.dim() >= 2 else before[n]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-7, msg=n)
+    assert any(p.dim() < 2 for p in model.parameters()) and any(p.dim() >= 2 for p in model.parameters())
+    assert "decoupled_weight_decay=True" in hp.optimizer_description()
+
+
+def test_no_weight_decay_keeps_one_parameter_group() -> None:
+    """The default (weight_decay=0) optimizer is the plain one: a single group over every parameter."""
+    model = tiny_model()
+    optimizer = make_optimizer(model, tiny_hparams(optimizer="Adam"))
+    assert len(optimizer.param_groups) == 1
+    assert len(optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
+
+
+def test_decoupled_weight_decay_refused_for_sgd() -> None:
+    with pytest.raises(ValueError, match="decoupled_weight_decay applies to Adam and RAdam"):
+        tiny_hparams(optimizer="SGD", lr=5.0, weight_decay=1e-4, decoupled_weight_decay=True)
+
+
 def test_plot_history_writes_a_png(tmp_path) -> None:
     history = [{"epoch": e, "train_loss": 6.0 - e, "val_loss": 6.1 - e} for e in (1, 2, 3)]
     fig = plot_history(history, test_loss=3.0, best_epoch=3, path=tmp_path / "figures" / "loss_ppl.png")

@@ -44,7 +44,8 @@ class HParams:
     lr: float = 5e-3  # peak learning rate, [5e-3, 5.0]
     adam_beta1: float = 0.9  # Adam/RAdam only
     adam_beta2: float = 0.98  # Adam/RAdam only
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # on weight matrices and embeddings only (biases and LayerNorm are not decayed)
+    decoupled_weight_decay: bool = False  # Adam/RAdam: shrink weights by lr*weight_decay (AdamW), not L2
     scheduler: str = "invsqrt"  # step | cosine | invsqrt | constant (see the module docstring)
     warmup_batches: int = 100  # linear warm-up steps (0 = none)
     step_gamma: float = 0.95  # per-epoch decay of the "step" scheduler
@@ -81,6 +82,11 @@ class HParams:
         _check_range("adam_beta1", self.adam_beta1, 0.0, 0.999999)
         _check_range("adam_beta2", self.adam_beta2, 0.0, 0.999999)
         _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
+        if self.decoupled_weight_decay and self.optimizer == "SGD":
+            raise ValueError(
+                "decoupled_weight_decay applies to Adam and RAdam only (for SGD, weight_decay is already "
+                "a shrink of lr * weight_decay per step)"
+            )
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_range("warmup_batches", self.warmup_batches, 0, 1_000_000)
         _check_range("step_gamma", self.step_gamma, 0.01, 1.0)
@@ -131,9 +137,10 @@ class HParams:
     def optimizer_description(self) -> str:
         if self.optimizer == "SGD":
             return f"torch.optim.SGD(lr={self.lr:g}, weight_decay={self.weight_decay:g})"
+        decoupled = ", decoupled_weight_decay=True" if self.decoupled_weight_decay else ""
         return (
             f"torch.optim.{self.optimizer}(lr={self.lr:g}, betas=({self.adam_beta1:g}, {self.adam_beta2:g}), "
-            f"weight_decay={self.weight_decay:g})"
+            f"weight_decay={self.weight_decay:g}{decoupled})"
         )
 
     def describe(self) -> str:

@@ -86,18 +86,34 @@ def build_model(ntokens: int, hp: HParams) -> TransformerModel:
 
 
 def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
-    """SGD, Adam or RAdam with the chosen learning rate; the fused kernel where torch has one (same maths)."""
+    """SGD, Adam or RAdam with the chosen learning rate; the fused kernel where torch has one (same maths).
+
+    With ``weight_decay > 0`` the weight matrices and embeddings are decayed and the biases and LayerNorm
+    gains are not (nanoGPT's split: pulling a gain or a bias towards 0 is not a simpler model); Adam and
+    RAdam decay them directly by ``lr * weight_decay`` per step when ``decoupled_weight_decay`` is set.
+    """
     params = list(model.parameters())
+    groups: list[torch.Tensor] | list[dict] = params
+    if hp.weight_decay > 0:
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
     if hp.optimizer == "SGD":
         kwargs = dict(lr=hp.lr, weight_decay=hp.weight_decay)
         optimizer_class = torch.optim.SGD
     else:
-        kwargs = dict(lr=hp.lr, betas=(hp.adam_beta1, hp.adam_beta2), weight_decay=hp.weight_decay)
+        kwargs = dict(
+            lr=hp.lr,
+            betas=(hp.adam_beta1, hp.adam_beta2),
+            weight_decay=hp.weight_decay,
+            decoupled_weight_decay=hp.decoupled_weight_decay,
+        )
         optimizer_class = torch.optim.Adam if hp.optimizer == "Adam" else torch.optim.RAdam
     try:
-        return optimizer_class(params, fused=True, **kwargs)
+        return optimizer_class(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimizer/device
-        return optimizer_class(params, **kwargs)
+        return optimizer_class(groups, **kwargs)
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
