@@ -11,6 +11,7 @@ from hw3.model import TransformerModel
 from hw3.plots import plot_history
 from hw3.train import (
     TrainingDiverged,
+    _parse_override,
     checkpoint_state,
     clip_and_step,
     count_batches,
@@ -252,6 +253,22 @@ def test_cli_refuses_bad_hparams_before_loading_data(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "lr=10" in err and "[0.005, 5]" in err and "no-data-here" not in err
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("lr=5e-3", ("lr", 5e-3)),
+        ("epochs=12", ("epochs", 12)),
+        ("norm_first=False", ("norm_first", False)),
+        ("random_offset=true", ("random_offset", True)),
+        ("shuffle_batches=FALSE", ("shuffle_batches", False)),
+        ("optimizer=RAdam", ("optimizer", "RAdam")),
+    ],
+)
+def test_set_override_values_are_parsed(item: str, expected: tuple) -> None:
+    assert _parse_override(item) == expected
+    assert type(_parse_override(item)[1]) is type(expected[1])
 
 
 def test_cli_keeps_every_repeated_set_override(tmp_path, capsys) -> None:

@@ -620,12 +620,15 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 
 def _parse_override(item: str) -> tuple[str, object]:
-    """``name=value`` with value parsed as a Python literal when it is one (``lr=5e-3``, ``norm_first=True``)."""
+    """``name=value`` with value parsed as a Python literal when it is one (``lr=5e-3``, ``norm_first=True``);
+    ``true``/``false`` in any case are booleans too, as ``submission.toml`` and the README write them."""
     import ast
 
     name, sep, text = item.partition("=")
     if not sep:
         raise ValueError(f"override {item!r} must look like NAME=VALUE")
+    if text.strip().lower() in ("true", "false"):
+        return name, text.strip().lower() == "true"
     try:
         return name, ast.literal_eval(text)
     except (ValueError, SyntaxError):
