@@ -30,7 +30,7 @@ import torch
 from hw3.data import load_splits
 from hw3.download import wikitext2_dir
 from hw3.hparams import profile_defaults
-from hw3.train import autocast_dtype, build_model, make_optimizer, make_scheduler, train
+from hw3.train import autocast_dtype, build_model, make_optimizer, make_scheduler, parameter_groups, train
 from torch import nn
 
 # Loss equivalence. The first block starts from identical weights with identical dropout masks, so only
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {name: copy.deepcopy(seed_model) for name in ("ours", NOISE, EXACT)}
     models["seed"] = seed_model
     optimizers = {
-        name: getattr(torch.optim, hp.optimizer)(models[name].parameters(), **optimizer_kwargs(hp))
+        name: getattr(torch.optim, hp.optimizer)(parameter_groups(models[name], hp), **optimizer_kwargs(hp))
         for name in ("seed", NOISE)
     }
     for name in ("ours", EXACT):
@@ -180,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
 def optimizer_kwargs(hp) -> dict:
     if hp.optimizer == "SGD":
         return {"lr": hp.lr, "weight_decay": hp.weight_decay}
-    return {"lr": hp.lr, "betas": (hp.adam_beta1, hp.adam_beta2), "weight_decay": hp.weight_decay}
+    return {
+        "lr": hp.lr,
+        "betas": (hp.adam_beta1, hp.adam_beta2),
+        "weight_decay": hp.weight_decay,
+        "decoupled_weight_decay": hp.decoupled_weight_decay,
+    }
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,20 +86,24 @@ def build_model(ntokens: int, hp: HParams) -> TransformerModel:
     return TransformerModel(ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
 
 
-def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
-    """SGD, Adam or RAdam with the chosen learning rate; the fused kernel where torch has one (same maths).
-
-    With ``weight_decay > 0`` the weight matrices and embeddings are decayed and the biases and LayerNorm
-    gains are not (nanoGPT's split: pulling a gain or a bias towards 0 is not a simpler model); Adam and
-    RAdam decay them directly by ``lr * weight_decay`` per step when ``decoupled_weight_decay`` is set.
-    """
+def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """The optimizer's parameters: all in one group, or with ``weight_decay > 0`` the weight matrices and
+    embeddings (decayed) apart from the biases and LayerNorm gains (not decayed: nanoGPT's split, since
+    pulling a gain or a bias towards 0 does not make the model simpler)."""
     params = list(model.parameters())
-    groups: list[torch.Tensor] | list[dict] = params
-    if hp.weight_decay > 0:
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+    if hp.weight_decay == 0:
+        return params
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": hp.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
+    """SGD, Adam or RAdam with the chosen learning rate over ``parameter_groups``; the fused kernel where
+    torch has one (same maths). With ``decoupled_weight_decay``, Adam and RAdam shrink the decayed weights
+    by ``lr * weight_decay`` a step (AdamW) instead of adding an L2 term to their gradients."""
+    groups = parameter_groups(model, hp)
     if hp.optimizer == "SGD":
         kwargs = dict(lr=hp.lr, weight_decay=hp.weight_decay)
         optimizer_class = torch.optim.SGD
