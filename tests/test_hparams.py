@@ -35,8 +35,9 @@ def test_out_of_range_is_refused_naming_field_and_range(name: str, side: int) ->
 def test_range_edges_are_accepted(name: str) -> None:
     low, high = {"emsize": (200, 250), "nhid": (200, 250), "nlayers": (2, 4), "nhead": (2, 2),
                  "dropout": (0.0, 0.3), "lr": (5e-3, 5.0)}[name]  # fmt: skip
-    assert getattr(HParams(**{name: low}), name) == low
-    assert getattr(HParams(**{name: high}), name) == high
+    extra = {"weight_decay": 0.0} if name == "lr" else {}  # the default decay is too strong at lr 5.0
+    assert getattr(HParams(**{name: low}, **extra), name) == low
+    assert getattr(HParams(**{name: high}, **extra), name) == high
 
 
 def test_emsize_must_be_divisible_by_nhead() -> None:
@@ -69,8 +70,18 @@ def test_other_fields_are_checked(name: str, value: object, fragment: str) -> No
     assert name in str(excinfo.value) and fragment in str(excinfo.value)
 
 
+def test_weight_decay_too_strong_for_the_lr_is_refused() -> None:
+    """The default decay (0.1, tuned for Adam at 5e-3) would take half of every weight a step with SGD at lr 5."""
+    with pytest.raises(
+        ValueError, match=r"weight_decay=0.1 at lr=5 shrinks every weight matrix by 50.0% a step"
+    ):
+        HParams(optimizer="SGD", lr=5.0)
+    assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.002).weight_decay == 0.002  # 1% a step: allowed
+    assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.0).weight_decay == 0.0
+
+
 def test_papermill_style_ints_become_floats() -> None:
-    hp = HParams(lr=5, dropout=0, optimizer="SGD")
+    hp = HParams(lr=5, dropout=0, optimizer="SGD", weight_decay=0)
     assert isinstance(hp.lr, float) and hp.lr == 5.0 and isinstance(hp.dropout, float)
 
 

@@ -187,7 +187,13 @@ def test_warmup_then_cosine_to_zero() -> None:
 
 def test_step_schedule_is_steplr_per_epoch() -> None:
     hp = tiny_hparams(
-        optimizer="SGD", lr=5.0, scheduler="step", warmup_batches=0, step_gamma=0.95, cooldown=0.0
+        optimizer="SGD",
+        lr=5.0,
+        weight_decay=0.0,
+        scheduler="step",
+        warmup_batches=0,
+        step_gamma=0.95,
+        cooldown=0.0,
     )
     model = tiny_model()
     optimizer = make_optimizer(model, hp)
@@ -228,16 +234,25 @@ def test_decoupled_weight_decay_shrinks_matrices_only(name: str) -> None:
 
 
 def test_no_weight_decay_keeps_one_parameter_group() -> None:
-    """The default (weight_decay=0) optimizer is the plain one: a single group over every parameter."""
+    """Without weight decay the optimizer is the plain one: a single group over every parameter."""
     model = tiny_model()
-    optimizer = make_optimizer(model, tiny_hparams(optimizer="Adam"))
+    optimizer = make_optimizer(model, tiny_hparams(optimizer="Adam", weight_decay=0.0))
     assert len(optimizer.param_groups) == 1
     assert len(optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
 
 
-def test_decoupled_weight_decay_refused_for_sgd() -> None:
-    with pytest.raises(ValueError, match="decoupled_weight_decay applies to Adam and RAdam"):
-        tiny_hparams(optimizer="SGD", lr=5.0, weight_decay=1e-4, decoupled_weight_decay=True)
+def test_sgd_weight_decay_is_the_same_shrink() -> None:
+    """For plain SGD the L2 term already shrinks a weight by lr * weight_decay a step, so the decoupled flag
+    (on by default) needs no SGD variant: a zero-gradient step scales matrices by exactly (1 - lr * wd)."""
+    model = tiny_model()
+    optimizer = make_optimizer(model, tiny_hparams(optimizer="SGD", lr=0.1, weight_decay=0.5))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for n, p in model.named_parameters():
+        expected = before[n] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[n]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7, msg=n)
 
 
 def test_plot_history_writes_a_png(tmp_path) -> None:
