@@ -245,13 +245,13 @@ def test_sgd_weight_decay_is_the_same_shrink() -> None:
     """For plain SGD the L2 term already shrinks a weight by lr * weight_decay a step, so the decoupled flag
     (on by default) needs no SGD variant: a zero-gradient step scales matrices by exactly (1 - lr * wd)."""
     model = tiny_model()
-    optimizer = make_optimizer(model, tiny_hparams(optimizer="SGD", lr=0.1, weight_decay=0.5))
+    optimizer = make_optimizer(model, tiny_hparams(optimizer="SGD", lr=0.1, weight_decay=0.05))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()
     for n, p in model.named_parameters():
-        expected = before[n] * (1 - 0.1 * 0.5) if p.dim() >= 2 else before[n]
+        expected = before[n] * (1 - 0.1 * 0.05) if p.dim() >= 2 else before[n]
         torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7, msg=n)
 
 
