@@ -418,7 +418,7 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
     assert main(args) == 130  # Ctrl-C in epoch 2: epoch 1 is kept, and its checkpoint
     monkeypatch.setattr(train_module, "train", real_train)
     assert main([*args[:-3], "max_train_batches=3", *args[-2:], "--resume"]) == 2  # other hyper-parameters
-    assert "other hyper-parameters" in capsys.readouterr().err
+    assert "other hyper-parameters (max_train_batches: 2 there, 3 now)" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0
     assert "resuming after epoch 1 of 2" in capsys.readouterr().out
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -586,9 +586,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --resume: no checkpoint at {checkpoint_path}", file=sys.stderr)
             return 2
         resume = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if resume.pop("hparams") != hp.to_dict():
+        saved, current = resume.pop("hparams"), hp.to_dict()
+        # a field the checkpoint lacks (added since) counts as different: its old behaviour is unknown
+        differ = sorted(
+            k for k in saved.keys() | current.keys() if saved.get(k, "<absent>") != current.get(k)
+        )
+        if differ:
+            details = ", ".join(
+                f"{k}: {saved.get(k, '<absent>')!r} there, {current.get(k)!r} now" for k in differ
+            )
             print(
-                f"error: --resume: {checkpoint_path} was trained with other hyper-parameters", file=sys.stderr
+                f"error: --resume: {checkpoint_path} was trained with other hyper-parameters ({details}); "
+                f"pass the same --profile/--epochs/--set as that run",
+                file=sys.stderr,
             )
             return 2
         print(f"resuming after epoch {resume['epoch']} of {hp.epochs} ({checkpoint_path})", flush=True)
