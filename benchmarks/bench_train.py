@@ -30,7 +30,15 @@ import torch
 from hw3.data import load_splits
 from hw3.download import wikitext2_dir
 from hw3.hparams import profile_defaults
-from hw3.train import autocast_dtype, build_model, make_optimizer, make_scheduler, parameter_groups, train
+from hw3.train import (
+    autocast_dtype,
+    build_model,
+    make_optimizer,
+    make_scheduler,
+    optimizer_kwargs,
+    parameter_groups,
+    train,
+)
 from torch import nn
 
 # Loss equivalence. The first block starts from identical weights with identical dropout masks, so only
@@ -175,17 +183,6 @@ def main(argv: list[str] | None = None) -> int:
           f"signed diff {shift:+.4f} nats vs noise {late_noise:.4f} (tolerance max(noise, {MEAN_TOLERANCE})) "
           f"-> {'OK' if dropout_ok else 'FAILED'}")  # fmt: skip
     return 0 if maths_ok and dropout_ok else 1
-
-
-def optimizer_kwargs(hp) -> dict:
-    if hp.optimizer == "SGD":
-        return {"lr": hp.lr, "weight_decay": hp.weight_decay}
-    return {
-        "lr": hp.lr,
-        "betas": (hp.adam_beta1, hp.adam_beta2),
-        "weight_decay": hp.weight_decay,
-        "decoupled_weight_decay": hp.decoupled_weight_decay,
-    }
 
 
 if __name__ == "__main__":

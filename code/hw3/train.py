@@ -99,26 +99,29 @@ def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list
     ]
 
 
-def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
-    """SGD, Adam or RAdam with the chosen learning rate over ``parameter_groups``; the fused kernel where
-    torch has one (same maths). With ``decoupled_weight_decay``, Adam and RAdam shrink the decayed weights
-    by ``lr * weight_decay`` a step (AdamW) instead of adding an L2 term to their gradients."""
-    groups = parameter_groups(model, hp)
+def optimizer_kwargs(hp: HParams) -> dict[str, Any]:
+    """The keyword arguments of ``torch.optim.<hp.optimizer>`` for these hyper-parameters. With
+    ``decoupled_weight_decay``, Adam and RAdam shrink the decayed weights by ``lr * weight_decay`` a step
+    (AdamW) instead of adding an L2 term to their gradients."""
     if hp.optimizer == "SGD":
-        kwargs = dict(lr=hp.lr, weight_decay=hp.weight_decay)
-        optimizer_class = torch.optim.SGD
-    else:
-        kwargs = dict(
-            lr=hp.lr,
-            betas=(hp.adam_beta1, hp.adam_beta2),
-            weight_decay=hp.weight_decay,
-            decoupled_weight_decay=hp.decoupled_weight_decay,
-        )
-        optimizer_class = torch.optim.Adam if hp.optimizer == "Adam" else torch.optim.RAdam
+        return dict(lr=hp.lr, weight_decay=hp.weight_decay)
+    return dict(
+        lr=hp.lr,
+        betas=(hp.adam_beta1, hp.adam_beta2),
+        weight_decay=hp.weight_decay,
+        decoupled_weight_decay=hp.decoupled_weight_decay,
+    )
+
+
+def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
+    """SGD, Adam or RAdam over ``parameter_groups`` with ``optimizer_kwargs``; the fused kernel where torch
+    has one (same maths)."""
+    groups = parameter_groups(model, hp)
+    optimizer_class = getattr(torch.optim, hp.optimizer)
     try:
-        return optimizer_class(groups, fused=True, **kwargs)
+        return optimizer_class(groups, fused=True, **optimizer_kwargs(hp))
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimizer/device
-        return optimizer_class(groups, **kwargs)
+        return optimizer_class(groups, **optimizer_kwargs(hp))
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
