@@ -116,12 +116,12 @@ def optimizer_kwargs(hp: HParams) -> dict[str, Any]:
 def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
     """SGD, Adam or RAdam over ``parameter_groups`` with ``optimizer_kwargs``; the fused kernel where torch
     has one (same maths)."""
-    groups = parameter_groups(model, hp)
+    groups, kwargs = parameter_groups(model, hp), optimizer_kwargs(hp)
     optimizer_class = getattr(torch.optim, hp.optimizer)
     try:
-        return optimizer_class(groups, fused=True, **optimizer_kwargs(hp))
+        return optimizer_class(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimizer/device
-        return optimizer_class(groups, **optimizer_kwargs(hp))
+        return optimizer_class(groups, **kwargs)
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
