@@ -121,6 +121,20 @@ def test_task4_explains_the_batch_order_and_the_chunk_boundaries_only_when_used(
     assert "Chunk boundaries" not in markdown(random_offset=False)
 
 
+def test_task3_ties_the_decoder_only_when_chosen(tmp_path: Path) -> None:
+    def cells(**hparams) -> tuple[str, str]:
+        path = render_notebook(config(**hparams), tmp_path / "n.ipynb")
+        nb = nbformat.read(path, as_version=4).cells
+        return tuple("\n".join(c.source for c in nb if c.cell_type == kind) for kind in ("markdown", "code"))
+
+    markdown, code = cells()
+    assert "decoder tied to the embedding" not in markdown
+    assert "if hparams.tie_weights:" in code and "def tie_weights(" in code  # the parameters cell decides
+    markdown, code = cells(tie_weights=True)
+    assert "decoder tied to the embedding" in markdown
+    assert "tie_weights = True" in code
+
+
 def test_empty_cell_and_missing_parameters_are_refused() -> None:
     with pytest.raises(RenderError, match="empty code cell"):
         build_notebook(parse_cells("%% code [parameters]\nx = 1\n%% code\n\n%% markdown\n# hi\n"))

@@ -1,5 +1,6 @@
 """Training and evaluation: hand-checked evaluate, overfitting, copies, seeds, schedules, faults."""
 
+import copy
 import json
 import math
 
@@ -23,6 +24,7 @@ from hw3.train import (
     make_optimizer,
     make_scheduler,
     set_seed,
+    tie_weights,
     train,
 )
 
@@ -107,6 +109,43 @@ def test_fused_loss_gives_the_same_training_as_the_assignment_loop() -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         train(model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False)
+        losses.append(evaluate(model, data, bptt=10))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_tied_weights_share_one_matrix_trained_from_both_sides() -> None:
+    untied = tiny_model()
+    tied = tie_weights(tiny_model())
+    assert tied.decoder.weight is tied.encoder.weight
+    n_untied = sum(p.numel() for p in untied.parameters())
+    assert (
+        sum(p.numel() for p in tied.parameters()) == n_untied - VOCAB * 16
+    )  # one ntoken x emsize matrix less
+    # the tied gradient is the embedding's plus the decoder's: the same as the untied model's two, summed
+    untied.decoder.weight.data.copy_(untied.encoder.weight.data)
+    data = torch.randint(VOCAB, (11, 4))
+    src, target = data[:10], data[1:11].reshape(-1)
+    mask = torch.triu(torch.full((10, 10), float("-inf")), diagonal=1)
+    for model in (untied, tied):
+        model.eval()
+        F.cross_entropy(model(src, mask).view(-1, VOCAB), target).backward()
+    torch.testing.assert_close(
+        tied.encoder.weight.grad, untied.encoder.weight.grad + untied.decoder.weight.grad
+    )
+    # a copy of the model (the best model) stays tied
+    copied = copy.deepcopy(tied)
+    assert copied.decoder.weight is copied.encoder.weight
+
+
+def test_tied_model_trains_the_same_with_the_fused_loss() -> None:
+    data = torch.randint(VOCAB, (61, 4))
+    losses = []
+    for fused in (False, True):
+        model = tie_weights(tiny_model())
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        train(model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False)
+        assert model.decoder.weight is model.encoder.weight
         losses.append(evaluate(model, data, bptt=10))
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
 

@@ -42,6 +42,8 @@ class HParams:
     nhead: int = 2  # attention heads, [2, 4], emsize divisible by nhead
     dropout: float = 0.1  # [0.0, 0.3]
     norm_first: bool = True  # False = post-LayerNorm, True = pre-LayerNorm (stable at Adam lr >= 5e-3)
+    tie_weights: bool = False  # True = the decoder reuses the embedding matrix (Press & Wolf 2017); the
+    # given class is unchanged, one line after building it shares the weight (see hw3.train.tie_weights)
     # optimizer and schedule
     optimizer: str = "Adam"  # SGD | Adam | RAdam
     lr: float = 5e-3  # peak learning rate, [5e-3, 5.0]
@@ -158,6 +160,12 @@ class HParams:
             ("attention heads (nhead)", self.nhead),
             ("dropout", self.dropout),
             ("LayerNorm", "pre (norm_first=True)" if self.norm_first else "post (norm_first=False)"),
+            (
+                "decoder weights",
+                "tied to the embedding (decoder.weight = encoder.weight)"
+                if self.tie_weights
+                else "own (untied)",
+            ),
             ("loss criterion", "nn.CrossEntropyLoss()"),
             ("optimizer", self.optimizer_description()),
             ("learning rate (peak)", f"{self.lr:g}"),

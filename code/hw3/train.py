@@ -81,9 +81,19 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     return None
 
 
+def tie_weights(model: TransformerModel) -> TransformerModel:
+    """Make the decoder use the embedding matrix (both are ``ntoken x ninp``): one 7.2 M-weight matrix
+    instead of two, trained by both the input and the output side (Press & Wolf 2017, Inan et al. 2017).
+    The class stays as given; the decoder keeps its own bias."""
+    model.decoder.weight = model.encoder.weight
+    return model
+
+
 def build_model(ntokens: int, hp: HParams) -> TransformerModel:
-    """The given ``TransformerModel`` with the hyper-parameters' sizes, dropout and LayerNorm placement."""
-    return TransformerModel(ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+    """The given ``TransformerModel`` with the hyper-parameters' sizes, dropout and LayerNorm placement
+    (and the decoder tied to the embedding when ``hp.tie_weights``)."""
+    model = TransformerModel(ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+    return tie_weights(model) if hp.tie_weights else model
 
 
 def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list[dict[str, Any]]:
