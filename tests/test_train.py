@@ -464,6 +464,30 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
     assert [row["epoch"] for row in metrics["history"]] == [1, 2] and not metrics["interrupted"]
 
 
+@pytest.mark.e2e
+def test_cli_interrupted_in_the_test_pass_keeps_history_and_weights(
+    real_data_dir, tmp_path, monkeypatch, capsys
+) -> None:
+    import hw3.train as train_module
+
+    real_evaluate, calls = train_module.evaluate, []
+
+    def interrupted_at_test(*a, **k):  # the first call validates epoch 1, the second is the test pass
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupted_at_test)
+    args = ["--profile", "quick", "--data-dir", str(real_data_dir), "--out", str(tmp_path), "--threads", "1",
+            "--set", "epochs=1", "max_train_batches=2", "max_eval_batches=2", "warmup_batches=1"]  # fmt: skip
+    assert main(args) == 130
+    assert "Interrupted after training" in capsys.readouterr().err
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and "test_ppl" not in metrics
+    assert (tmp_path / "best_model.pt").exists()
+
+
 @pytest.fixture
 def chunk_starts(monkeypatch) -> list[list[int]]:
     """The first row of every chunk ``train`` fetches; append an empty list to start recording an epoch."""

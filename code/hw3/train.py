@@ -626,12 +626,22 @@ def main(argv: list[str] | None = None) -> int:
         print("no epoch finished; nothing to evaluate", file=sys.stderr)
         return 1
     amp_dtype = autocast_dtype(device, hp.precision)
-    test_loss = evaluate(result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches)
-    print("=" * 89)
-    print(f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}")
-    print("=" * 89)
-    record.update(test_loss=test_loss, test_ppl=math.exp(test_loss))
-    record["sentences"] = generate_sentences(result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed)
+    try:
+        test_loss = evaluate(result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches)
+        print("=" * 89)
+        print(f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}")
+        print("=" * 89)
+        record.update(test_loss=test_loss, test_ppl=math.exp(test_loss))
+        sentences = generate_sentences(result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed)
+    except KeyboardInterrupt:  # a (second) Ctrl-C or `kill` after training: what is saved stays
+        save(result)
+        print(
+            f"Interrupted after training: the history ({out / 'metrics.json'}) and best weights "
+            f"({out / 'best_model.pt'}) are saved{'' if 'test_ppl' in record else ', without the test pass'}.",
+            file=sys.stderr,
+        )
+        return 130
+    record["sentences"] = sentences
     for sentence in record["sentences"]:
         print(sentence)
     save(result)
