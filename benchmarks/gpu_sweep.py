@@ -34,7 +34,9 @@ TRIALS: dict[str, list[str]] = {
     "tied_dropout02": ["tie_weights=true", "dropout=0.2"],
     "tied_dropout005": ["tie_weights=true", "dropout=0.05"],
     "dropout015": ["dropout=0.15"],
+    "tied_dropout0": ["tie_weights=true", "dropout=0.0"],
 }
+DEFAULT_TRIALS = ["default", "tied", "tied_dropout02", "tied_dropout005", "dropout015"]  # the first sweep
 DRY_SET = ["max_train_batches=20", "max_eval_batches=5", "epochs=2", "log_interval=10"]
 GRACE_SECONDS = 45  # after SIGTERM: the test pass and the saves
 
@@ -111,6 +113,7 @@ def main() -> int:
     parser.add_argument("--replot", metavar="SWEEP_JSON", help="only redraw an earlier sweep's figure")
     parser.add_argument("--deadline", type=float, default=500.0, help="seconds from start, then SIGTERM")
     parser.add_argument("--only", nargs="+", choices=sorted(TRIALS), help="run only these trials")
+    parser.add_argument("--no-probe", action="store_true", help="skip the timing of one run alone")
     parser.add_argument("--dry", action="store_true", help="a few batches per trial (a check on a CPU)")
     args = parser.parse_args()
     if args.replot:
@@ -131,12 +134,13 @@ def main() -> int:
         "cpus": os.cpu_count(),
     }
     print(f"machine: {machine}", flush=True)
-    solo = probe(out, args.data_dir, args.dry)
-    print(f"probe (alone): rc {solo['returncode']}, ms/batch {solo['ms_per_batch_logged']}", flush=True)
-    if solo["returncode"] != 0:
-        print(solo["log_tail"], flush=True)
+    solo = None if args.no_probe else probe(out, args.data_dir, args.dry)
+    if solo is not None:
+        print(f"probe (alone): rc {solo['returncode']}, ms/batch {solo['ms_per_batch_logged']}", flush=True)
+        if solo["returncode"] != 0:
+            print(solo["log_tail"], flush=True)
 
-    names = args.only or list(TRIALS)
+    names = args.only or DEFAULT_TRIALS
     processes = {}
     for name in names:
         overrides = TRIALS[name] + (DRY_SET if args.dry else [])
