@@ -1,14 +1,16 @@
 """Full-profile trials on one GPU, several at once, within a fixed wall-clock budget.
 
-    python benchmarks/gpu_sweep.py --data-dir DIR --out DIR [--deadline SECONDS] [--dry]
+    python benchmarks/gpu_sweep.py --data-dir DIR --out DIR [--deadline SECONDS] [--only NAME ...]
+                                   [--no-probe] [--dry]
 
 A step of this model is small (700 tokens), so on a GPU it is bound by kernel launches, not arithmetic: one
 process leaves the GPU mostly idle, and several trainings side by side share it at little cost each. This
-script first times one short run alone (ms per batch on the idle GPU), then starts every trial of ``TRIALS``
-as its own ``python -m hw3.train --profile full`` process and waits. Each process writes its history after
-every epoch; at ``--deadline`` seconds (from the script's start) the ones still running get SIGTERM, which
-``hw3.train`` treats like Ctrl-C: it tests the best model so far and saves it. So a run that did not finish
-still leaves its per-epoch history, marked ``interrupted``.
+script first times one short run alone (ms per batch on the idle GPU; ``--no-probe`` skips it), then starts
+each trial (``DEFAULT_TRIALS``, or the ``TRIALS`` named by ``--only``) as its own ``python -m hw3.train
+--profile full`` process and waits. Each process writes its history after every epoch; at ``--deadline``
+seconds (from the script's start) the ones still training get SIGTERM, which ``hw3.train`` treats like
+Ctrl-C: it tests the best model so far and saves it. So a run that did not finish still leaves its per-epoch
+history, marked ``interrupted``. A run already past its last epoch (testing, saving) is left the grace time.
 
 Writes ``OUT/sweep.json`` (each trial's overrides, history, test perplexity, whether it finished) and
 ``OUT/logs.tar.gz`` (each trial's log and curve), ``OUT/sweep_val_ppl.png`` (the trials' validation curves side by
