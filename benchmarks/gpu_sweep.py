@@ -1,16 +1,17 @@
 """Full-profile trials on one GPU, several at once, within a fixed wall-clock budget.
 
-    python benchmarks/gpu_sweep.py --data-dir DIR --out DIR [--deadline SECONDS] [--only NAME ...]
+    python benchmarks/gpu_sweep.py --data-dir DIR --out DIR [--deadline SECONDS] [--only NAME ... | --next]
                                    [--no-probe] [--dry]
 
 A step of this model is small (700 tokens), so on a GPU it is bound by kernel launches, not arithmetic: one
 process leaves the GPU mostly idle, and several trainings side by side share it at little cost each. This
 script first times one short run alone (ms per batch on the idle GPU; ``--no-probe`` skips it), then starts
-each trial (``DEFAULT_TRIALS``, or the ``TRIALS`` named by ``--only``) as its own ``python -m hw3.train
---profile full`` process and waits. Each process writes its history after every epoch; at ``--deadline``
-seconds (from the script's start) the ones still training get SIGTERM, which ``hw3.train`` treats like
-Ctrl-C: it tests the best model so far and saves it. So a run that did not finish still leaves its per-epoch
-history, marked ``interrupted``. A run already past its last epoch (testing, saving) is left the grace time.
+each trial (``DEFAULT_TRIALS``, the ``TRIALS`` named by ``--only``, or ``NEXT_TRIALS`` with ``--next``) as
+its own ``python -m hw3.train --profile full`` process and waits. Each process writes its history after every
+epoch; at ``--deadline`` seconds (from the script's start) the ones still training get SIGTERM, which
+``hw3.train`` treats like Ctrl-C: it tests the best model so far and saves it. So a run that did not finish
+still leaves its per-epoch history, marked ``interrupted``. A run already past its last epoch (testing,
+saving) is left the grace time.
 
 Writes ``OUT/sweep.json`` (each trial's overrides, history, test perplexity, whether it finished) and
 ``OUT/logs.tar.gz`` (each trial's log and curve), ``OUT/sweep_val_ppl.png`` (the trials' validation curves side by
@@ -37,8 +38,17 @@ TRIALS: dict[str, list[str]] = {
     "tied_dropout005": ["tie_weights=true", "dropout=0.05"],
     "dropout015": ["dropout=0.15"],
     "tied_dropout0": ["tie_weights=true", "dropout=0.0"],
+    # not yet run: weight decay around the best tied setting, and a second seed for the two that matter
+    "tied_dropout005_wd005": ["tie_weights=true", "dropout=0.05", "weight_decay=0.05"],
+    "tied_dropout005_wd02": ["tie_weights=true", "dropout=0.05", "weight_decay=0.2"],
+    "default_seed212": ["seed=212"],
+    "tied_dropout005_seed212": ["tie_weights=true", "dropout=0.05", "seed=212"],
+    # 15 epochs (it barely overfits): ~50% longer than the others, so a sweep of its own
+    "tied_dropout005_15ep": ["tie_weights=true", "dropout=0.05", "epochs=15"],
 }
 DEFAULT_TRIALS = ["default", "tied", "tied_dropout02", "tied_dropout005", "dropout015"]  # the first sweep
+# the next sweep to run (four side by side fit one 600 s device call on an H200): --only with these names
+NEXT_TRIALS = ["tied_dropout005_wd005", "tied_dropout005_wd02", "default_seed212", "tied_dropout005_seed212"]
 DRY_SET = ["max_train_batches=20", "max_eval_batches=5", "epochs=2", "log_interval=10"]
 GRACE_SECONDS = 45  # after SIGTERM: the test pass and the saves
 
@@ -115,6 +125,7 @@ def main() -> int:
     parser.add_argument("--replot", metavar="SWEEP_JSON", help="only redraw an earlier sweep's figure")
     parser.add_argument("--deadline", type=float, default=500.0, help="seconds from start, then SIGTERM")
     parser.add_argument("--only", nargs="+", choices=sorted(TRIALS), help="run only these trials")
+    parser.add_argument("--next", action="store_true", help=f"run NEXT_TRIALS: {' '.join(NEXT_TRIALS)}")
     parser.add_argument("--no-probe", action="store_true", help="skip the timing of one run alone")
     parser.add_argument("--dry", action="store_true", help="a few batches per trial (a check on a CPU)")
     args = parser.parse_args()
@@ -122,6 +133,8 @@ def main() -> int:
         sweep = Path(args.replot)
         plot_trials(json.loads(sweep.read_text()), sweep.with_name(sweep.stem + "_val_ppl.png"))
         return 0
+    if args.only and args.next:
+        parser.error("--only and --next exclude each other")
     if not (args.data_dir and args.out):
         parser.error("--data-dir and --out are required (unless --replot)")
     start = time.time()
@@ -142,7 +155,7 @@ def main() -> int:
         if solo["returncode"] != 0:
             print(solo["log_tail"], flush=True)
 
-    names = args.only or DEFAULT_TRIALS
+    names = args.only or (NEXT_TRIALS if args.next else DEFAULT_TRIALS)
     processes = {}
     for name in names:
         overrides = TRIALS[name] + (DRY_SET if args.dry else [])
@@ -195,14 +208,14 @@ def main() -> int:
                 if (out / name / file).exists():
                     tar.add(out / name / file, arcname=f"{name}/{file}")
 
-    print(f"\n{'trial':<18}{'epochs':>8}{'s/epoch':>9}  val ppl per epoch{'':<40}{'test':>8}")
+    print(f"\n{'trial':<24}{'epochs':>8}{'s/epoch':>9}  val ppl per epoch{'':<40}{'test':>8}")
     for name, trial in results["trials"].items():
         history = trial["history"]
         seconds = sum(row["seconds"] for row in history) / len(history) if history else float("nan")
         vals = " ".join(f"{row['val_ppl']:.1f}" for row in history)
         test = f"{trial['test_ppl']:.1f}" if trial["test_ppl"] else "-"
         done = f"{len(history)}/{trial['epochs_planned']}"
-        print(f"{name:<18}{done:>8}{seconds:>9.1f}  {vals:<57}{test:>8}  rc {trial['returncode']}")
+        print(f"{name:<24}{done:>8}{seconds:>9.1f}  {vals:<57}{test:>8}  rc {trial['returncode']}")
     print(f"wall {results['wall_seconds']:.0f} s", flush=True)
     return 0
 
