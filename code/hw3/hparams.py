@@ -218,8 +218,9 @@ def profile_defaults(profile: str) -> HParams:
     epoch): validation perplexity 209.3, 176.6, 165.7, 158.9, 158.0, 156.7, 154.9, 155.9, then 150.6 and
     150.2 in the cool-down; test 142.5 (benchmarks/results/full_profile_cpu.json; with dropout 0.2, test
     145.0; without the weight decay as well, 150.7). The runs that chose these settings, and those tried and
-    not adopted (fixed cuts, the assignment's order, dropout 0.3, 12 epochs, weight decay 0.3), are in the
-    README's "Training speed and quality" and benchmarks/results/.
+    not adopted (fixed cuts, the assignment's order, dropout 0.3, 12 epochs, weight decay 0.3, a fall over
+    the last half, a linear decay to zero), are in the README's "Training speed and quality" and
+    benchmarks/results/.
     """
     if profile == "full":
         return HParams()
