@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if not 1 <= args.long_from < 35:
+        parser.error(
+            f"--long-from must be in [1, 34] (a position of the 35-token windows), got {args.long_from}"
+        )
     metrics_path, weights_path = args.run_dir / "metrics.json", args.run_dir / "best_model.pt"
     for path in (metrics_path, weights_path):
         if not path.exists():
@@ -93,12 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {start:2d}-{group.stop - 1:2d}: {math.exp(loss):7.1f}   [{cells}]")
     long = slice(args.long_from, hp.bptt)
     long_loss = (sums[long].sum() / counts[long].sum()).item()
-    share = (
-        sums[: args.long_from].sum() - long_loss * counts[: args.long_from].sum()
-    ).item() / counts.sum().item()
     print(f"positions >= {args.long_from}: ppl {math.exp(long_loss):.1f}; if every position did as well, the "
           f"split's ppl would be {math.exp(long_loss):.1f} instead of {math.exp(mean):.1f} "
-          f"({share:.3f} nats of the mean loss come from the short contexts)")  # fmt: skip
+          f"({mean - long_loss:.3f} nats of the mean loss come from the short contexts)")  # fmt: skip
     return 0
 
 
