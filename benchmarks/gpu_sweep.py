@@ -43,12 +43,16 @@ TRIALS: dict[str, list[str]] = {
     "tied_dropout005_wd02": ["tie_weights=true", "dropout=0.05", "weight_decay=0.2"],
     "default_seed212": ["seed=212"],
     "tied_dropout005_seed212": ["tie_weights=true", "dropout=0.05", "seed=212"],
+    # Adam's beta2 at torch's 0.999 instead of 0.98: -0.100 nats on test on the 3,000-step CPU proxy
+    "beta2_0999": ["adam_beta2=0.999"],
+    "beta2_0999_seed212": ["adam_beta2=0.999", "seed=212"],
+    "tied_dropout005_beta2_0999": ["tie_weights=true", "dropout=0.05", "adam_beta2=0.999"],
     # 15 epochs (it barely overfits): ~50% longer than the others, so a sweep of its own
     "tied_dropout005_15ep": ["tie_weights=true", "dropout=0.05", "epochs=15"],
 }
 DEFAULT_TRIALS = ["default", "tied", "tied_dropout02", "tied_dropout005", "dropout015"]  # the first sweep
 # the next sweep to run (--next): four side by side, ~10 epochs of ~46 s on an H200, one 600 s device call
-NEXT_TRIALS = ["tied_dropout005_wd005", "tied_dropout005_wd02", "default_seed212", "tied_dropout005_seed212"]
+NEXT_TRIALS = ["beta2_0999", "beta2_0999_seed212", "default_seed212", "tied_dropout005_beta2_0999"]
 DRY_SET = ["max_train_batches=20", "max_eval_batches=5", "epochs=2", "log_interval=10"]
 GRACE_SECONDS = 45  # after SIGTERM: the test pass and the saves
 

@@ -219,8 +219,8 @@ def profile_defaults(profile: str) -> HParams:
     150.2 in the cool-down; test 142.5 (benchmarks/results/full_profile_cpu.json; with dropout 0.2, test
     145.0; without the weight decay as well, 150.7). The runs that chose these settings, and those tried and
     not adopted (fixed cuts, the assignment's order, dropout 0.3, 12 epochs, weight decay 0.3, a fall over
-    the last half, a linear decay to zero, post-LayerNorm with this decay, four heads, RAdam, a lower decay),
-    are in the README's "Training speed and quality" and benchmarks/results/.
+    the last half, a linear decay to zero, post-LayerNorm with this decay, four heads, RAdam, a lower decay, an
+    average of the weights), are in the README's "Training speed and quality" and benchmarks/results/.
     """
     if profile == "full":
         return HParams()
