@@ -4,8 +4,9 @@
         [--threads T] [--seed S] [--out FILE]
 
 Trains the full profile exactly as
-``python -m hw3.train --profile full --epochs E --set max_train_batches=N adam_beta2=0.98`` does (the 3,000-step proxy of the README's "Training speed and quality" by default) and keeps, next to the
-model, one EMA copy per decay (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, updated
+``python -m hw3.train --profile full --epochs E --set max_train_batches=N adam_beta2=0.98`` does (the
+3,000-step proxy of the README's "Training speed and quality" by default) and keeps, next to the model, one
+EMA copy per decay (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, updated
 after every optimizer step). After each epoch it prints the validation perplexity of the model and of every
 average; at the end the test perplexity of the best model (what ``hw3.train`` reports) and of each average at
 its best epoch. The model's own figures are the proxy's control: they must equal the recorded run's.
