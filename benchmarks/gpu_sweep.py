@@ -52,9 +52,9 @@ TRIALS: dict[str, list[str]] = {
 }
 # the first sweep (gpu_sweep_h200.json)
 DEFAULT_TRIALS = ["old_default", "old_tied", "old_tied_dropout02", "old_tied_dropout005", "old_dropout015"]
-# the next sweep to run (--next): the new default with a second seed, tied weights, and less dropout, since 0.15
-# trailed 0.1 in every epoch (trial_dropout015_beta2_0999_full_profile_cpu.json); 4 epochs of ~46 s on an H200 side by side: one
-# 600 s device call
+# the next sweep to run (--next): the new default with a second seed, tied weights, and less dropout, since
+# 0.15 trailed 0.1 in every epoch (trial_dropout015_beta2_0999_full_profile_cpu.json); 4 epochs of ~46 s on
+# an H200 side by side: one 600 s device call
 NEXT_TRIALS = ["default", "seed212", "tied", "tied_dropout005", "dropout005"]
 DRY_SET = ["max_train_batches=20", "max_eval_batches=5", "epochs=2", "log_interval=10"]
 GRACE_SECONDS = 45  # after SIGTERM: the test pass and the saves
