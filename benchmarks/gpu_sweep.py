@@ -30,10 +30,10 @@ import tarfile
 import time
 from pathlib import Path
 
-# The trials recorded in benchmarks/results ran on the earlier default (Adam beta2 0.98, 10 epochs); OLD keeps
-# them reproducible now that the full profile is beta2 0.999 over 4 epochs.
-OLD = ["adam_beta2=0.98", "epochs=10"]
-# name -> --set overrides of the full profile (4 epochs, beta2 0.999, dropout 0.1, untied, weight decay 0.1)
+# The trials recorded in benchmarks/results ran on the earlier default (Adam beta2 0.98, 10 epochs, weight decay
+# 0.1); OLD keeps them reproducible now that the full profile is beta2 0.999 over 4 epochs with decay 0.2.
+OLD = ["adam_beta2=0.98", "epochs=10", "weight_decay=0.1"]
+# name -> --set overrides of the full profile (4 epochs, beta2 0.999, dropout 0.1, untied, weight decay 0.2)
 TRIALS: dict[str, list[str]] = {
     "default": [],
     "seed212": ["seed=212"],
@@ -41,6 +41,8 @@ TRIALS: dict[str, list[str]] = {
     "tied": ["tie_weights=true"],
     "dropout015": ["dropout=0.15"],
     "dropout005": ["dropout=0.05"],
+    "weight_decay015": ["weight_decay=0.15"],
+    "weight_decay03": ["weight_decay=0.3"],
     # the earlier default and its variants (gpu_sweep_h200*.json)
     "old_default": [*OLD],
     "old_tied": [*OLD, "tie_weights=true"],
@@ -52,10 +54,10 @@ TRIALS: dict[str, list[str]] = {
 }
 # the first sweep (gpu_sweep_h200.json)
 DEFAULT_TRIALS = ["old_default", "old_tied", "old_tied_dropout02", "old_tied_dropout005", "old_dropout015"]
-# the next sweep to run (--next): the new default with a second seed, tied weights, and less dropout, since
-# 0.15 trailed 0.1 in every epoch (trial_dropout015_beta2_0999_full_profile_cpu.json); 4 epochs of ~46 s on
-# an H200 side by side: one 600 s device call
-NEXT_TRIALS = ["default", "seed212", "tied", "tied_dropout005", "dropout005"]
+# the next sweep to run (--next): the new default (weight decay 0.2, test 120.8 on the CPU) with a second
+# seed, tied weights, and the decay on either side of 0.2 (0.1 gave 128.4, 0.4 trailed 0.2 after two epochs:
+# full_profile_cpu.json, trial_wd*_cpu.json); 4 epochs of ~46 s on an H200 side by side: one 600 s device call
+NEXT_TRIALS = ["default", "seed212", "tied", "weight_decay015", "weight_decay03"]
 DRY_SET = ["max_train_batches=20", "max_eval_batches=5", "epochs=2", "log_interval=10"]
 GRACE_SECONDS = 45  # after SIGTERM: the test pass and the saves
 

@@ -71,11 +71,15 @@ def test_other_fields_are_checked(name: str, value: object, fragment: str) -> No
 
 
 def test_weight_decay_too_strong_for_the_lr_is_refused() -> None:
-    """The default decay (0.1, tuned for Adam at 5e-3) would take half of every weight a step with SGD at lr 5."""
+    """The default decay (0.2, tuned for Adam at 5e-3) would take every weight to zero in one step of SGD at lr 5."""
+    with pytest.raises(
+        ValueError, match=r"weight_decay=0.2 at lr=5 shrinks every weight matrix by 100.0% a step"
+    ):
+        HParams(optimizer="SGD", lr=5.0)
     with pytest.raises(
         ValueError, match=r"weight_decay=0.1 at lr=5 shrinks every weight matrix by 50.0% a step"
     ):
-        HParams(optimizer="SGD", lr=5.0)
+        HParams(optimizer="SGD", lr=5.0, weight_decay=0.1)
     assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.002).weight_decay == 0.002  # 1% a step: allowed
     assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.0).weight_decay == 0.0
 
