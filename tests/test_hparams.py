@@ -81,6 +81,9 @@ def test_weight_decay_too_strong_for_the_lr_is_refused() -> None:
     ):
         HParams(optimizer="SGD", lr=5.0, weight_decay=0.1)
     assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.002).weight_decay == 0.002  # 1% a step: allowed
+    assert HParams(lr=0.05).weight_decay == 0.2  # 1% a step, though 0.05 * 0.2 rounds above 0.01 in floats
+    with pytest.raises(ValueError, match="shrinks every weight matrix by 1.0% a step"):
+        HParams(lr=0.0501)
     assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.0).weight_decay == 0.0
 
 

@@ -88,7 +88,8 @@ class HParams:
         _check_range("adam_beta1", self.adam_beta1, 0.0, 0.999999)
         _check_range("adam_beta2", self.adam_beta2, 0.0, 0.999999)
         _check_range("weight_decay", self.weight_decay, 0.0, 1.0)
-        if self.lr * self.weight_decay > MAX_DECAY_PER_STEP:
+        # the tolerance: 0.05 * 0.2 is 0.010000000000000002 in floats, and exactly 1% is allowed
+        if self.lr * self.weight_decay > MAX_DECAY_PER_STEP * (1 + 1e-9):
             raise ValueError(
                 f"weight_decay={self.weight_decay:g} at lr={self.lr:g} shrinks every weight matrix by "
                 f"{self.lr * self.weight_decay:.1%} a step (lr * weight_decay must be <= {MAX_DECAY_PER_STEP:g}); "
