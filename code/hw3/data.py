@@ -21,12 +21,15 @@ from hw3.vocab import Vocab, basic_english_tokenize, build_vocab_from_iterator
 
 
 def read_lines(path: str | Path) -> Iterator[str]:
-    """The lines of one ``wiki.*.tokens`` file, newline kept, as torchtext's WikiText2 yielded them."""
+    """The lines of one ``wiki.*.tokens`` file, newline kept,
+    as torchtext's WikiText2 yielded them."""
     with open(path, encoding="utf-8") as f:
         yield from f
 
 
-def WikiText2(root: str | Path | None = None, split: str | tuple[str, ...] = ("train", "valid", "test")):  # noqa: N802
+def WikiText2(
+    root: str | Path | None = None, split: str | tuple[str, ...] = ("train", "valid", "test")
+):  # noqa: N802
     """Drop-in for ``torchtext.datasets.WikiText2``: one line iterator per requested split.
 
     ``root`` is a folder holding the three ``wiki.*.tokens`` files; without it the data is found or
@@ -50,7 +53,9 @@ def build_vocab(
     return vocab
 
 
-def data_process(raw_text_iter: Iterable[str], vocab: Vocab, tokenizer: Callable[[str], list[str]]) -> Tensor:
+def data_process(
+    raw_text_iter: Iterable[str], vocab: Vocab, tokenizer: Callable[[str], list[str]]
+) -> Tensor:
     """Converts raw text into a flat Tensor (empty lines dropped)."""
     data = [torch.tensor(vocab(tokenizer(item)), dtype=torch.long) for item in raw_text_iter]
     data = [t for t in data if t.numel() > 0]
@@ -74,7 +79,9 @@ def batchify(data: Tensor, bsz: int, device: torch.device | str | None = None) -
     if bsz < 1:
         raise ValueError(f"batch size must be positive, got {bsz}")
     if data.dim() != 1:
-        raise ValueError(f"batchify expects a flat tensor of token ids, got shape {tuple(data.shape)}")
+        raise ValueError(
+            f"batchify expects a flat tensor of token ids, got shape {tuple(data.shape)}"
+        )
     seq_len = data.size(0) // bsz
     if seq_len == 0:
         raise ValueError(f"batch size {bsz} is larger than the data ({data.size(0)} tokens)")
@@ -84,10 +91,13 @@ def batchify(data: Tensor, bsz: int, device: torch.device | str | None = None) -
 
 
 def load_splits(
-    folder: str | Path, batch_size: int, eval_batch_size: int, device: torch.device | str | None = None
+    folder: str | Path,
+    batch_size: int,
+    eval_batch_size: int,
+    device: torch.device | str | None = None,
 ) -> tuple[Vocab, Tensor, Tensor, Tensor]:
-    """The vocabulary and the batchified train, valid and test splits of the WikiText-2 files in ``folder``
-    (the assignment's pipeline, for the command line and the benchmarks)."""
+    """The vocabulary and the batchified train, valid and test splits of the WikiText-2 files in
+    ``folder`` (the assignment's pipeline, for the command line and the benchmarks)."""
     vocab = build_vocab(WikiText2(folder, split="train"))
     train_iter, val_iter, test_iter = WikiText2(folder)
     return (
@@ -112,7 +122,8 @@ def get_batch(source: Tensor, i: int, bptt: int) -> tuple[Tensor, Tensor]:
     if seq_len < 1:
         raise IndexError(f"get_batch: no target left at i={i} for a source of {len(source)} rows")
     data = source[i : i + seq_len]
-    target = source[i + 1 : i + 1 + seq_len].reshape(-1)  # the next word of each input word, flattened
+    # the next word of each input word, flattened
+    target = source[i + 1 : i + 1 + seq_len].reshape(-1)
     return data, target
 
 
@@ -128,7 +139,8 @@ def itos_sha256(vocab: Vocab) -> str:
 
 
 def summary(folder: str | Path) -> dict:
-    """The data fingerprint: vocabulary size and hash, and per split the token count and ids hash."""
+    """The data fingerprint: vocabulary size and hash,
+    and per split the token count and ids hash."""
     folder = Path(folder)
     vocab = build_vocab(read_lines(folder / SPLIT_FILES["train"]))
     result: dict = {"vocab_size": len(vocab), "itos_sha256": itos_sha256(vocab)}

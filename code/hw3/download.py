@@ -1,10 +1,11 @@
 """Getting WikiText-2 (v1, tokenised): an offline folder, the per-user cache, or a download.
 
-Order: an explicit folder (``data_dir`` or ``$HW3_DATA_DIR``), then the cache (``$HW3_CACHE_DIR`` or the
-OS cache folder), then each mirror in turn. Whatever the source, the three ``wiki.*.tokens`` files are
-checked against the published release's hashes before use; a bad download is deleted, never used.
-pooch does the HTTP transfer (temp file, atomic move, progress bar); extraction is ours because only
-three members are wanted and members that would land outside the target folder must be refused.
+Order: an explicit folder (``data_dir`` or ``$HW3_DATA_DIR``), then the cache (``$HW3_CACHE_DIR`` or
+the OS cache folder), then each mirror in turn. Whatever the source, the three ``wiki.*.tokens``
+files are checked against the published release's hashes before use; a bad download is deleted,
+never used. pooch does the HTTP transfer (temp file, atomic move, progress bar); extraction is ours
+because only three members are wanted and members that would land outside the target folder
+must be refused.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from pathlib import Path, PurePosixPath
 
 import pooch
 
-SPLIT_FILES = {"train": "wiki.train.tokens", "valid": "wiki.valid.tokens", "test": "wiki.test.tokens"}
+SPLIT_FILES = {
+    "train": "wiki.train.tokens",
+    "valid": "wiki.valid.tokens",
+    "test": "wiki.test.tokens",
+}
 
 # sha256 of the files in the published wikitext-2-v1.zip (same bytes as ../shared/data/wikitext-2).
 FILE_SHA256 = {
@@ -28,8 +33,9 @@ FILE_SHA256 = {
     "wiki.test.tokens": "d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0",
 }
 
-# Live mirrors of wikitext-2-v1.zip, tried in order. The original S3 bucket (torchtext's URL) answers
-# 403 today but is kept last in case it returns. $HW3_WIKITEXT_URLS (space-separated) replaces the list.
+# Live mirrors of wikitext-2-v1.zip, tried in order. The original S3 bucket (torchtext's URL)
+# answers 403 today but is kept last in case it returns. $HW3_WIKITEXT_URLS (space-separated)
+# replaces the list.
 MIRRORS = [
     "https://wikitext.smerity.com/wikitext-2-v1.zip",
     "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
@@ -52,7 +58,8 @@ def sha256_file(path: str | Path) -> str:
 
 
 def verify_folder(folder: str | Path) -> Path:
-    """Check that ``folder`` holds the three files with the right hashes; raise DataError naming any bad one."""
+    """Check that ``folder`` holds the three files with the right hashes;
+    raise DataError naming any bad one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"WikiText-2 folder {folder} does not exist")
@@ -65,10 +72,13 @@ def verify_folder(folder: str | Path) -> Path:
         actual = sha256_file(path)
         if actual != expected:
             problems.append(
-                f"{path} is not the published WikiText-2 v1 file: sha256 {actual}, expected {expected}"
+                f"{path} is not the published WikiText-2 v1 file: sha256 {actual}, "
+                f"expected {expected}"
             )
     if problems:
-        raise DataError("; ".join(problems) + f" (a WikiText-2 folder holds {', '.join(FILE_SHA256)})")
+        raise DataError(
+            "; ".join(problems) + f" (a WikiText-2 folder holds {', '.join(FILE_SHA256)})"
+        )
     return folder
 
 
@@ -114,13 +124,20 @@ def extract_wikitext(archive: str | Path, dest: str | Path) -> Path:
                 with zf.open(found[0]) as src, open(dest / name, "wb") as out:
                     shutil.copyfileobj(src, out)
     except zipfile.BadZipFile as exc:
-        raise DataError(f"archive {archive} is not a valid zip file ({exc}): corrupted or truncated") from exc
+        raise DataError(
+            f"archive {archive} is not a valid zip file ({exc}): corrupted or truncated"
+        ) from exc
     return verify_folder(dest)
 
 
-def download_wikitext2(cache_dir: Path, urls: list[str] | None = None, progressbar: bool = True) -> Path:
-    """Download wikitext-2-v1.zip from the first mirror that gives verified files; return the folder."""
-    urls = urls if urls is not None else (os.environ.get("HW3_WIKITEXT_URLS", "").split() or MIRRORS)
+def download_wikitext2(
+    cache_dir: Path, urls: list[str] | None = None, progressbar: bool = True
+) -> Path:
+    """Download wikitext-2-v1.zip from the first mirror that gives verified files;
+    return the folder."""
+    urls = (
+        urls if urls is not None else (os.environ.get("HW3_WIKITEXT_URLS", "").split() or MIRRORS)
+    )
     target = cache_dir / "wikitext-2"
     errors = []
     for url in urls:
@@ -142,12 +159,16 @@ def download_wikitext2(cache_dir: Path, urls: list[str] | None = None, progressb
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     raise DataError(
-        "could not download WikiText-2 from any mirror:\n" + "\n".join(errors) + "\n" + HOW_TO_PROVIDE
+        "could not download WikiText-2 from any mirror:\n"
+        + "\n".join(errors)
+        + "\n"
+        + HOW_TO_PROVIDE
     )
 
 
 HOW_TO_PROVIDE = (
-    "To work offline, get wikitext-2-v1.zip (https://wikitext.smerity.com/wikitext-2-v1.zip) on a machine\n"
+    "To work offline, get wikitext-2-v1.zip (https://wikitext.smerity.com/wikitext-2-v1.zip) "
+    "on a machine\n"
     "with internet, unzip it, and point the build at the folder holding wiki.train.tokens,\n"
     "wiki.valid.tokens and wiki.test.tokens: `--data-dir DIR` or `export HW3_DATA_DIR=DIR`\n"
     "(or data_dir in submission.toml)."
@@ -160,7 +181,8 @@ def wikitext2_dir(
     urls: list[str] | None = None,
     offline: bool | None = None,
 ) -> Path:
-    """The folder holding verified ``wiki.{train,valid,test}.tokens``: offline folder, cache, or download."""
+    """The folder holding verified ``wiki.{train,valid,test}.tokens``:
+    offline folder, cache, or download."""
     data_dir = data_dir or os.environ.get("HW3_DATA_DIR")
     if data_dir:
         return verify_folder(Path(data_dir).expanduser())
@@ -175,5 +197,7 @@ def wikitext2_dir(
             except DataError:
                 shutil.rmtree(cached)  # a damaged cache is never used; fetch it again
         if offline:
-            raise DataError(f"offline (HW3_OFFLINE) and no cached copy in {cache}.\n" + HOW_TO_PROVIDE)
+            raise DataError(
+                f"offline (HW3_OFFLINE) and no cached copy in {cache}.\n" + HOW_TO_PROVIDE
+            )
         return download_wikitext2(cache, urls)

@@ -1,16 +1,18 @@
-"""Dropout with a cheaper random mask on the CPU, same distribution (part of the fast training path).
+"""Dropout with a cheaper random mask on the CPU, same distribution
+(part of the fast training path).
 
-``nn.Dropout`` on the CPU draws its mask with ``bernoulli_``, which costs ~1.3 ms per 700x250 activation
-here: ~10% of a training step with the model's 17 dropout calls. Drawing 16-bit random integers (NumPy's
-PCG64, seeded from torch's generator) and keeping those below ``round((1 - p) * 2**16)`` costs a sixth. Each element is
-still kept independently, with probability ``1 - p`` to 5 significant digits (0.80000 for p = 0.2), and the
-kept ones are scaled by the exact inverse of that probability, so the expected activation is unchanged, as
-in ``nn.Dropout``. The masks come from torch's seeded generator: same seed, same masks.
+``nn.Dropout`` on the CPU draws its mask with ``bernoulli_``, which costs ~1.3 ms per 700x250
+activation here: ~10% of a training step with the model's 17 dropout calls. Drawing 16-bit random
+integers (NumPy's PCG64, seeded from torch's generator) and keeping those below
+``round((1 - p) * 2**16)`` costs a sixth. Each element is still kept independently, with probability
+``1 - p`` to 5 significant digits (0.80000 for p = 0.2), and the kept ones are scaled by the exact
+inverse of that probability, so the expected activation is unchanged, as in ``nn.Dropout``. The
+masks come from torch's seeded generator: same seed, same masks.
 
-``fast_dropout(model)`` is a context manager that gives the model's ``nn.Dropout`` modules this forward
-while training and restores them afterwards; the model's code is untouched. ``train`` uses it on CPUs only:
-on GPUs torch's own dropout is already fused and cheap. The dropout on attention weights inside
-``nn.MultiheadAttention`` (a float, not a module) keeps torch's kernel.
+``fast_dropout(model)`` is a context manager that gives the model's ``nn.Dropout`` modules this
+forward while training and restores them afterwards; the model's code is untouched. ``train`` uses
+it on CPUs only: on GPUs torch's own dropout is already fused and cheap. The dropout on attention
+weights inside ``nn.MultiheadAttention`` (a float, not a module) keeps torch's kernel.
 """
 
 import math
@@ -49,7 +51,9 @@ def random_int16(shape: torch.Size, device: torch.device) -> Tensor:
     """
     if device.type != "cpu":
         return torch.randint(-(2**15), 2**15, shape, dtype=torch.int16, device=device)
-    seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's seeded generator: same seed, same masks
+    seed = int(
+        torch.randint(0, 2**62, (1,)).item()
+    )  # from torch's seeded generator: same seed, same masks
     numel = math.prod(shape)
     words = np.random.PCG64(seed).random_raw((numel + 3) // 4)
     return torch.from_numpy(words.view(np.int16)[:numel]).view(shape)
@@ -57,7 +61,8 @@ def random_int16(shape: torch.Size, device: torch.device) -> Tensor:
 
 @contextmanager
 def fast_dropout(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, the model's ``nn.Dropout`` modules draw their masks with :func:`random_int16`.
+    """Within the block, the model's ``nn.Dropout`` modules draw their masks
+    with :func:`random_int16`.
 
     ``train`` uses it on CPUs only.
     """

@@ -1,18 +1,20 @@
 """The fast training path: the model's decoder and ``nn.CrossEntropyLoss`` evaluated together.
 
-The decoder (``nn.Linear(emsize, ntokens)``, 28,782 words) and the softmax over its output dominate a
-training step. ``linear_cross_entropy`` computes exactly ``F.cross_entropy(hidden @ W.T + b, targets)``
-(mean over tokens) and its gradients, but:
-  - in row chunks: each chunk's logits are written into the gradient buffer and turned in place, while
-    the chunk is in cache, into ``softmax - one_hot(target)``: the gradient of the loss is computed in the
-    forward pass (the loss is the last operation of the graph, so nothing is recomputed in backward) and
-    fp32 logits are never held,
-  - into buffers reused from step to step (:class:`Workspace`): a fresh 40 MB tensor per step costs ~10,000
-    page faults on a CPU (glibc hands big blocks back to the kernel on free), more than the softmax itself,
-  - the matrix products run in ``compute_dtype`` (bf16 where the hardware has it, as autocast would); the
-    softmax is computed in fp32 and stored in ``compute_dtype``, the gradient's precision under autocast.
-    The loss is ``-log p(target)`` from those stored probabilities: in bf16 each token's loss carries a
-    rounding error below 0.002 nats, unbiased, so a batch's mean loss is accurate to ~1e-4 nats.
+The decoder (``nn.Linear(emsize, ntokens)``, 28,782 words) and the softmax over its output dominate
+a training step. ``linear_cross_entropy`` computes exactly
+``F.cross_entropy(hidden @ W.T + b, targets)`` (mean over tokens) and its gradients, but:
+  - in row chunks: each chunk's logits are written into the gradient buffer and turned in place,
+    while the chunk is in cache, into ``softmax - one_hot(target)``: the gradient of the loss is
+    computed in the forward pass (the loss is the last operation of the graph, so nothing is
+    recomputed in backward) and fp32 logits are never held,
+  - into buffers reused from step to step (:class:`Workspace`): a fresh 40 MB tensor per step costs
+    ~10,000 page faults on a CPU (glibc hands big blocks back to the kernel on free), more than the
+    softmax itself,
+  - the matrix products run in ``compute_dtype`` (bf16 where the hardware has it, as autocast
+    would); the softmax is computed in fp32 and stored in ``compute_dtype``, the gradient's
+    precision under autocast. The loss is ``-log p(target)`` from those stored probabilities: in
+    bf16 each token's loss carries a rounding error below 0.002 nats, unbiased, so a batch's mean
+    loss is accurate to ~1e-4 nats.
 ``hidden_states`` is ``TransformerModel.forward`` without its last line (the decoder).
 """
 
@@ -24,18 +26,21 @@ from torch import Tensor
 
 
 def hidden_states(model, src: Tensor, src_mask: Tensor | None) -> Tensor:
-    """``TransformerModel.forward`` up to (not including) the decoder: ``[seq_len, batch, emsize]``."""
+    """``TransformerModel.forward`` up to (not including) the decoder:
+    ``[seq_len, batch, emsize]``."""
     src = model.encoder(src) * math.sqrt(model.ninp)
     src = model.pos_encoder(src)
     return model.transformer_encoder(src, src_mask)
 
 
 class Workspace:
-    """Buffers reused across training steps, lent out until the backward pass that needs them has run.
+    """Buffers reused across training steps,
+    lent out until the backward pass that needs them has run.
 
-    ``borrow`` hands out a cached tensor of the asked shape, or a fresh one while the cached one is still
-    lent (e.g. two forward passes before one backward): a lent buffer is never overwritten. A backward
-    pass run twice (``retain_graph=True``) with another forward pass in between is not supported.
+    ``borrow`` hands out a cached tensor of the asked shape, or a fresh one while the cached one is
+    still lent (e.g. two forward passes before one backward): a lent buffer is never overwritten. A
+    backward pass run twice (``retain_graph=True``) with another forward pass in between is
+    not supported.
     """
 
     def __init__(self) -> None:
@@ -65,7 +70,8 @@ IN_PLACE_SOFTMAX_DEVICES = ("cpu",)  # where the softmax may overwrite its input
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """``mean(cross_entropy(hidden @ weight.T + bias, targets))`` with the gradient computed in forward."""
+    """``mean(cross_entropy(hidden @ weight.T + bias, targets))`` with the
+    gradient computed in forward."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, compute_dtype, chunk_rows):
@@ -81,13 +87,16 @@ class LinearCrossEntropy(torch.autograd.Function):
             w.copy_(weight)
             keys.append(key)
         b = bias.to(compute_dtype)
-        # the logits, turned in place into softmax(logits) - one_hot(targets): the gradient, kept for backward
+        # the logits, turned in place into softmax(logits) - one_hot(targets):
+        # the gradient, kept for backward
         shape = (n_rows, n_classes) if needs_grad else (min(chunk_rows, n_rows), n_classes)
         grad_logits, key = WORKSPACE.borrow("grad_logits", shape, compute_dtype, device)
         keys.append(key)
         in_place = device.type in IN_PLACE_SOFTMAX_DEVICES
         if not in_place:
-            logits_buffer, key = WORKSPACE.borrow("logits", (chunk_rows, n_classes), compute_dtype, device)
+            logits_buffer, key = WORKSPACE.borrow(
+                "logits", (chunk_rows, n_classes), compute_dtype, device
+            )
             keys.append(key)
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         row_ids = torch.arange(chunk_rows, device=device)
@@ -96,14 +105,22 @@ class LinearCrossEntropy(torch.autograd.Function):
             stop = min(start + chunk_rows, n_rows)
             target = targets[start:stop].unsqueeze(1)
             rows = grad_logits[start:stop] if needs_grad else grad_logits[: stop - start]
-            # softmax computed in fp32 row by row, stored in compute_dtype: in place on the CPU (tested to
-            # equal the out-of-place result); elsewhere from a separate logits buffer
+            # softmax computed in fp32 row by row, stored in compute_dtype: in place on the CPU
+            # (tested to equal the out-of-place result); elsewhere from a separate logits buffer
             logits = rows if in_place else logits_buffer[: stop - start]
             torch.mm(h[start:stop], w.t(), out=logits).add_(b)
             torch.ops.aten._softmax.out(logits, 1, False, out=rows)
-            # -log p(target); p is clamped at the smallest normal float (a loss of 87 nats per token)
-            loss_sum -= rows.gather(1, target).float().clamp_min(torch.finfo(torch.float32).tiny).log().sum()
-            # minus one at each row's target (index_put_ works in place; scatter_add_ copies the chunk twice)
+            # -log p(target); p is clamped at the smallest normal float
+            # (a loss of 87 nats per token)
+            loss_sum -= (
+                rows.gather(1, target)
+                .float()
+                .clamp_min(torch.finfo(torch.float32).tiny)
+                .log()
+                .sum()
+            )
+            # minus one at each row's target
+            # (index_put_ works in place; scatter_add_ copies the chunk twice)
             rows.index_put_(
                 (row_ids[: stop - start], target[:, 0]), minus_ones[: stop - start], accumulate=True
             )
@@ -134,7 +151,9 @@ class LinearCrossEntropy(torch.autograd.Function):
                 product, key = WORKSPACE.borrow("grad_weight", tuple(w.shape), w.dtype, w.device)
                 grad_weight = torch.mm(grad_logits.t(), scaled_h, out=product).to(weight_dtype)
                 WORKSPACE.give_back(key)
-        if ctx.needs_input_grad[2]:  # the column sums, as a matrix product: one fast pass over the rows
+        if ctx.needs_input_grad[
+            2
+        ]:  # the column sums, as a matrix product: one fast pass over the rows
             ones = grad_logits.new_ones(1, grad_logits.shape[0])
             grad_b = (ones @ grad_logits).squeeze(0).float().mul_(scale).to(bias_dtype)
         ctx.give_back()  # the next step may reuse the buffers
@@ -149,9 +168,10 @@ def linear_cross_entropy(
     compute_dtype: torch.dtype = torch.float32,
     chunk_rows: int = 350,
 ) -> Tensor:
-    """``F.cross_entropy(F.linear(hidden, weight, bias), targets)`` without materialising fp32 logits.
+    """``F.cross_entropy(F.linear(hidden, weight, bias), targets)`` without
+    materialising fp32 logits.
 
-    ``hidden`` is ``[tokens, emsize]``, ``weight`` ``[ntokens, emsize]``, ``targets`` ``[tokens]``; the
-    matrix products run in ``compute_dtype``, the softmax in fp32 (stored in ``compute_dtype``).
+    ``hidden`` is ``[tokens, emsize]``, ``weight`` ``[ntokens, emsize]``, ``targets`` ``[tokens]``;
+    the matrix products run in ``compute_dtype``, the softmax in fp32 (stored in ``compute_dtype``).
     """
     return LinearCrossEntropy.apply(hidden, weight, bias, targets, compute_dtype, chunk_rows)

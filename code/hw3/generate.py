@@ -1,9 +1,9 @@
 """Task 5: generate sentences with the trained model.
 
-``generate`` is the assignment's function (a ``device`` argument added, defaulting to the model's device).
-``generate_seeded`` samples the same way from a seeded ``torch.Generator`` so the sentences are
-reproducible, and ``generate_sentences`` returns readable sentences (words joined by spaces; ``<unk>``
-stays visible).
+``generate`` is the assignment's function (a ``device`` argument added, defaulting to the model's
+device). ``generate_seeded`` samples the same way from a seeded ``torch.Generator`` so the sentences
+are reproducible, and ``generate_sentences`` returns readable sentences (words joined by spaces;
+``<unk>`` stays visible).
 """
 
 import torch
@@ -37,12 +37,12 @@ def generate_seeded(
     seed: int = 211,
     device: torch.device | str | None = None,
 ) -> list[str]:
-    """``generate`` with every random draw taken from ``generator`` (a CPU generator seeded with ``seed``
-    when none is given), so the same model and seed give the same words.
+    """``generate`` with every random draw taken from ``generator`` (a CPU generator seeded with
+    ``seed`` when none is given), so the same model and seed give the same words.
 
-    The first word is drawn uniformly from the vocabulary, each next word from ``softmax(logits / temp)``
-    (the maximum is subtracted before ``exp``, which leaves the distribution unchanged and avoids overflow
-    at low temperatures).
+    The first word is drawn uniformly from the vocabulary, each next word from
+    ``softmax(logits / temp)`` (the maximum is subtracted before ``exp``, which leaves the
+    distribution unchanged and avoids overflow at low temperatures).
     """
     if temp <= 0:
         raise ValueError(f"temperature must be positive, got {temp}")
@@ -75,4 +75,6 @@ def generate_sentences(
 ) -> list[str]:
     """``n_sentences`` reproducible sentences of ``nwords`` words each, as strings."""
     generator = torch.Generator().manual_seed(seed)
-    return [" ".join(generate_seeded(model, vocab, nwords, temp, generator)) for _ in range(n_sentences)]
+    return [
+        " ".join(generate_seeded(model, vocab, nwords, temp, generator)) for _ in range(n_sentences)
+    ]

@@ -1,18 +1,21 @@
 """The hyper-parameters of Tasks 3-4 as one typed, validated object.
 
-Every value is checked against the box the assignment allows (embedding and hidden size 200-250, layers
-and heads 2-4, dropout 0-0.3, SGD/Adam/RAdam, learning rate 5e-3-5.0, bptt 35, batch 20/10, clip 0.5)
-when the object is built, so a bad configuration is refused before any data is loaded.
+Every value is checked against the box the assignment allows (embedding and hidden size 200-250,
+layers and heads 2-4, dropout 0-0.3, SGD/Adam/RAdam, learning rate 5e-3-5.0, bptt 35, batch 20/10,
+clip 0.5) when the object is built, so a bad configuration is refused before any data is loaded.
 
 Learning-rate schedule: one multiplier per optimizer step (``scheduler.step()`` after every batch):
 a linear warm-up over ``warmup_batches`` steps, times
   - ``"step"``:     ``step_gamma ** epoch`` (the assignment's ``StepLR(optimizer, 1.0, gamma=0.95)``
                     stepped once per epoch, expressed per batch),
-  - ``"cosine"``:   half a cosine from the peak ``lr`` down to zero at the last batch of the last epoch,
-  - ``"invsqrt"``:  the peak ``lr`` at the end of the warm-up, then ``lr * sqrt(warmup_batches / step)``
-                    (the schedule of "Attention Is All You Need"),
+  - ``"cosine"``:   half a cosine from the peak ``lr`` down to zero at the last batch of the
+                    last epoch,
+  - ``"invsqrt"``:  the peak ``lr`` at the end of the warm-up, then
+                    ``lr * sqrt(warmup_batches / step)`` (the schedule of
+                    "Attention Is All You Need"),
   - ``"constant"``: the peak ``lr`` throughout,
-and over the last ``cooldown`` fraction of all batches, a linear fall to zero (a final annealing phase).
+and over the last ``cooldown`` fraction of all batches, a linear fall to zero
+(a final annealing phase).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ OPTIMIZERS = ("SGD", "Adam", "RAdam")
 SCHEDULERS = ("step", "cosine", "invsqrt", "constant")
 PRECISIONS = ("auto", "fp32", "bf16")
 PROFILES = ("quick", "full")
-# The largest fraction weight decay may take off a weight in one step (lr * weight_decay): at 1% a weight
-# with no gradient halves in 70 steps; beyond it the decay, not the data, sets the weights.
+# The largest fraction weight decay may take off a weight in one step (lr * weight_decay): at 1% a
+# weight with no gradient halves in 70 steps; beyond it the decay, not the data, sets the weights.
 MAX_DECAY_PER_STEP = 0.01
 
 
@@ -41,17 +44,29 @@ class HParams:
     nlayers: int = 4  # encoder layers, [2, 4]
     nhead: int = 2  # attention heads, [2, 4], emsize divisible by nhead
     dropout: float = 0.1  # [0.0, 0.3]
-    norm_first: bool = True  # False = post-LayerNorm, True = pre-LayerNorm (stable at Adam lr >= 5e-3)
-    tie_weights: bool = False  # True = the decoder reuses the embedding matrix (Press & Wolf 2017); the
-    # given class is unchanged, one line after building it shares the weight (see hw3.train.tie_weights)
+    norm_first: bool = (
+        True  # False = post-LayerNorm, True = pre-LayerNorm (stable at Adam lr >= 5e-3)
+    )
+    tie_weights: bool = (
+        False  # True = the decoder reuses the embedding matrix (Press & Wolf 2017); the
+    )
+    # given class is unchanged, one line after building it shares the weight
+    # (see hw3.train.tie_weights)
     # optimizer and schedule
     optimizer: str = "Adam"  # SGD | Adam | RAdam
     lr: float = 5e-3  # peak learning rate, [5e-3, 5.0]
     adam_beta1: float = 0.9  # Adam/RAdam only
-    adam_beta2: float = 0.999  # Adam/RAdam only (0.98 trailed by 0.10 nats of test loss: profile_defaults)
-    weight_decay: float = 0.2  # on weight matrices and embeddings only (biases and LayerNorm are not decayed)
-    decoupled_weight_decay: bool = True  # Adam/RAdam: shrink weights by lr*weight_decay (AdamW), not L2;
-    # plain SGD (no momentum) is the same either way: its L2 term already shrinks by lr * weight_decay
+    adam_beta2: float = (
+        0.999  # Adam/RAdam only (0.98 trailed by 0.10 nats of test loss: profile_defaults)
+    )
+    weight_decay: float = (
+        0.2  # on weight matrices and embeddings only (biases and LayerNorm are not decayed)
+    )
+    decoupled_weight_decay: bool = (
+        True  # Adam/RAdam: shrink weights by lr*weight_decay (AdamW), not L2;
+    )
+    # plain SGD (no momentum) is the same either way:
+    # its L2 term already shrinks by lr * weight_decay
     scheduler: str = "invsqrt"  # step | cosine | invsqrt | constant (see the module docstring)
     warmup_batches: int = 100  # linear warm-up steps (0 = none)
     step_gamma: float = 0.95  # per-epoch decay of the "step" scheduler
@@ -59,7 +74,9 @@ class HParams:
     # training loop (Task 4)
     epochs: int = 4
     shuffle_batches: bool = True  # visit the bptt chunks in a seeded random order; False = in order
-    random_offset: bool = True  # start each epoch's chunks at a seeded random row in [0, bptt); False = row 0
+    random_offset: bool = (
+        True  # start each epoch's chunks at a seeded random row in [0, bptt); False = row 0
+    )
     bptt: int = 35
     batch_size: int = 20
     eval_batch_size: int = 10
@@ -68,11 +85,15 @@ class HParams:
     max_train_batches: int | None = None  # batches per epoch; None = the full epoch
     max_eval_batches: int | None = None  # batches of valid/test evaluated; None = the whole split
     log_interval: int = 200  # batches between log lines
-    precision: str = "auto"  # auto (bf16 autocast where the hardware has it, else fp32) | fp32 | bf16
+    precision: str = (
+        "auto"  # auto (bf16 autocast where the hardware has it, else fp32) | fp32 | bf16
+    )
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            object.__setattr__(self, field.name, _coerce(field.name, field.type, getattr(self, field.name)))
+            object.__setattr__(
+                self, field.name, _coerce(field.name, field.type, getattr(self, field.name))
+            )
         _check_range("emsize", self.emsize, 200, 250)
         _check_range("nhid", self.nhid, 200, 250)
         _check_range("nlayers", self.nlayers, 2, 4)
@@ -91,10 +112,11 @@ class HParams:
         # the tolerance: 0.05 * 0.2 is 0.010000000000000002 in floats, and exactly 1% is allowed
         if self.lr * self.weight_decay > MAX_DECAY_PER_STEP * (1 + 1e-9):
             raise ValueError(
-                f"weight_decay={self.weight_decay:g} at lr={self.lr:g} shrinks every weight matrix by "
-                f"{self.lr * self.weight_decay:.1%} a step (lr * weight_decay must be <= {MAX_DECAY_PER_STEP:g}); "
-                f"set weight_decay <= {MAX_DECAY_PER_STEP / self.lr:.2g} (the default 0.2 is tuned for Adam at "
-                f"lr 5e-3; with SGD at lr 5.0 use e.g. weight_decay = 0)"
+                f"weight_decay={self.weight_decay:g} at lr={self.lr:g} shrinks every weight matrix "
+                f"by {self.lr * self.weight_decay:.1%} a step "
+                f"(lr * weight_decay must be <= {MAX_DECAY_PER_STEP:g}); "
+                f"set weight_decay <= {MAX_DECAY_PER_STEP / self.lr:.2g} (the default 0.2 is tuned "
+                f"for Adam at lr 5e-3; with SGD at lr 5.0 use e.g. weight_decay = 0)"
             )
         _check_choice("scheduler", self.scheduler, SCHEDULERS)
         _check_range("warmup_batches", self.warmup_batches, 0, 1_000_000)
@@ -131,15 +153,26 @@ class HParams:
         return dataclasses.replace(self, **changes)
 
     def scheduler_description(self) -> str:
-        warm = f"linear warm-up over {self.warmup_batches} batches, then " if self.warmup_batches else ""
+        warm = (
+            f"linear warm-up over {self.warmup_batches} batches, then "
+            if self.warmup_batches
+            else ""
+        )
         shape = {
-            "step": f"x{self.step_gamma} per epoch (StepLR(step_size=1, gamma={self.step_gamma}) as a per-batch LambdaLR)",
+            "step": (
+                f"x{self.step_gamma} per epoch (StepLR(step_size=1, gamma={self.step_gamma}) "
+                "as a per-batch LambdaLR)"
+            ),
             "cosine": "cosine decay to 0 at the last batch of the last epoch",
-            "invsqrt": f"lr * sqrt({max(self.warmup_batches, 1)} / step) (inverse square-root decay)",
+            "invsqrt": (
+                f"lr * sqrt({max(self.warmup_batches, 1)} / step) (inverse square-root decay)"
+            ),
             "constant": "constant",
         }[self.scheduler]
         cool = (
-            f", then linearly to 0 over the last {self.cooldown:.0%} of the batches" if self.cooldown else ""
+            f", then linearly to 0 over the last {self.cooldown:.0%} of the batches"
+            if self.cooldown
+            else ""
         )
         return f"LambdaLR stepped every batch: {warm}{shape}{cool}"
 
@@ -148,7 +181,8 @@ class HParams:
             return f"torch.optim.SGD(lr={self.lr:g}, weight_decay={self.weight_decay:g})"
         decoupled = ", decoupled_weight_decay=True" if self.decoupled_weight_decay else ""
         return (
-            f"torch.optim.{self.optimizer}(lr={self.lr:g}, betas=({self.adam_beta1:g}, {self.adam_beta2:g}), "
+            f"torch.optim.{self.optimizer}(lr={self.lr:g}, "
+            f"betas=({self.adam_beta1:g}, {self.adam_beta2:g}), "
             f"weight_decay={self.weight_decay:g}{decoupled})"
         )
 
@@ -160,7 +194,10 @@ class HParams:
             ("encoder layers (nlayers)", self.nlayers),
             ("attention heads (nhead)", self.nhead),
             ("dropout", self.dropout),
-            ("LayerNorm", "pre (norm_first=True)" if self.norm_first else "post (norm_first=False)"),
+            (
+                "LayerNorm",
+                "pre (norm_first=True)" if self.norm_first else "post (norm_first=False)",
+            ),
             (
                 "decoder weights",
                 "tied to the embedding (decoder.weight = encoder.weight)"
@@ -174,7 +211,9 @@ class HParams:
             ("epochs", self.epochs),
             (
                 "batch order",
-                "shuffled every epoch" if self.shuffle_batches else "in order (the assignment's loop)",
+                "shuffled every epoch"
+                if self.shuffle_batches
+                else "in order (the assignment's loop)",
             ),
             (
                 "chunk boundaries",
@@ -191,7 +230,10 @@ class HParams:
                 "train batches per epoch",
                 "full epoch" if self.max_train_batches is None else self.max_train_batches,
             ),
-            ("eval batches", "whole split" if self.max_eval_batches is None else self.max_eval_batches),
+            (
+                "eval batches",
+                "whole split" if self.max_eval_batches is None else self.max_eval_batches,
+            ),
             ("log interval (batches)", self.log_interval),
             ("precision", self.precision),
         ]
@@ -203,35 +245,39 @@ class HParams:
 
 
 def profile_defaults(profile: str) -> HParams:
-    """The hyper-parameters of a profile: ``full`` is the submission, ``quick`` a minutes-long draft.
+    """The hyper-parameters of a profile: ``full`` is the submission,
+    ``quick`` a minutes-long draft.
 
-    ``full`` (the class defaults) is the largest model the box allows (emsize = nhid = 250, 4 layers, 2 heads),
-    dropout 0.1, pre-LayerNorm, Adam (betas 0.9, 0.999) at the lowest allowed peak lr (5e-3) reached after 100
-    warm-up batches, then an inverse square-root decay (1.6e-3 after 1,000 batches, 9e-4 after one epoch),
-    and over the last 20% of the 4 epochs a linear fall to zero (an annealing phase: the loss drops while
-    the steps shrink); each epoch cuts the text into chunks from a seeded random row in [0, 35)
-    (``random_offset``) and visits them in a seeded random order (``shuffle_batches``); weight decay 0.2,
-    decoupled (AdamW), on the weight matrices and embeddings.
-    Measured on WikiText-2 (seed 211, training loss averaged over 200 batches): at a constant 5e-3 (the
-    start of a 10-epoch cosine) post-LayerNorm went unstable after the warm-up (6.38 -> 6.57 between batches
-    400 and 600) and pre-LayerNorm stalled (6.32-6.44 from batch 400 to 1,600); with the inverse square-root
-    decay pre-LayerNorm reached 6.01 at batch 1,000. The whole 4-epoch run (2-core AVX-512 CPU, bf16
-    autocast, ~350 s an epoch): validation perplexity 174.3, 146.6, 138.5, 128.1; test 120.8
-    (benchmarks/results/full_profile_cpu.json). With weight decay 0.1 (fp32): validation 179.7, 152.5,
-    144.3, 135.9, test 128.4; with 0.4, 0.03 nats behind 0.2 after two epochs; over 5 epochs (decay 0.1) it
-    overfits: validation 138.3, test 131.0.
-    The previous default, Adam's beta2 = 0.98 over 10 epochs: validation 209.3 and 176.6 after one and two
-    epochs, 150.2 after ten, test 142.5 (0.10 nats worse in 2.5 times the steps; with dropout 0.2, test
-    145.0; without the weight decay as well, 150.7).
-    The runs that chose these settings, and those tried and not adopted (fixed cuts, the assignment's order,
-    dropout 0.3, 12 epochs, weight decay 0.3 and 0.4, a fall over the last half, a linear decay to zero,
-    post-LayerNorm with this decay, four heads, RAdam, a lower decay, an average of the weights), are in the
-    README's "Training speed and quality" and benchmarks/results/.
+    ``full`` (the class defaults) is the largest model the box allows (emsize = nhid = 250, 4
+    layers, 2 heads), dropout 0.1, pre-LayerNorm, Adam (betas 0.9, 0.999) at the lowest allowed peak
+    lr (5e-3) reached after 100 warm-up batches, then an inverse square-root decay (1.6e-3 after
+    1,000 batches, 9e-4 after one epoch), and over the last 20% of the 4 epochs a linear fall to
+    zero (an annealing phase: the loss drops while the steps shrink); each epoch cuts the text into
+    chunks from a seeded random row in [0, 35) (``random_offset``) and visits them in a seeded
+    random order (``shuffle_batches``); weight decay 0.2, decoupled (AdamW), on the weight matrices
+    and embeddings.
+    Measured on WikiText-2 (seed 211, training loss averaged over 200 batches): at a constant 5e-3
+    (the start of a 10-epoch cosine) post-LayerNorm went unstable after the warm-up (6.38 -> 6.57
+    between batches 400 and 600) and pre-LayerNorm stalled (6.32-6.44 from batch 400 to 1,600); with
+    the inverse square-root decay pre-LayerNorm reached 6.01 at batch 1,000. The whole 4-epoch run
+    (2-core AVX-512 CPU, bf16 autocast, ~350 s an epoch): validation perplexity 174.3, 146.6, 138.5,
+    128.1; test 120.8 (benchmarks/results/full_profile_cpu.json). With weight decay 0.1 (fp32):
+    validation 179.7, 152.5, 144.3, 135.9, test 128.4; with 0.4, 0.03 nats behind 0.2 after two
+    epochs; over 5 epochs (decay 0.1) it overfits: validation 138.3, test 131.0.
+    The previous default, Adam's beta2 = 0.98 over 10 epochs: validation 209.3 and 176.6 after one
+    and two epochs, 150.2 after ten, test 142.5 (0.10 nats worse in 2.5 times the steps; with
+    dropout 0.2, test 145.0; without the weight decay as well, 150.7).
+    The runs that chose these settings, and those tried and not adopted (fixed cuts, the
+    assignment's order, dropout 0.3, 12 epochs, weight decay 0.3 and 0.4, a fall over the last half,
+    a linear decay to zero, post-LayerNorm with this decay, four heads, RAdam, a lower decay, an
+    average of the weights), are in the README's "Training speed and quality" and
+    benchmarks/results/.
     """
     if profile == "full":
         return HParams()
     if profile == "quick":
-        # A few hundred batches on a slice of the data: the whole build fits in minutes on a laptop CPU.
+        # A few hundred batches on a slice of the data:
+        # the whole build fits in minutes on a laptop CPU.
         return HParams(
             epochs=2, max_train_batches=150, max_eval_batches=60, warmup_batches=50, log_interval=50
         )
@@ -239,8 +285,11 @@ def profile_defaults(profile: str) -> HParams:
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
-    """Accept ints where floats are expected (papermill injects ``5`` for ``5.0``); refuse wrong types."""
-    if not isinstance(annotation, str):  # real types when the class is defined without postponed annotations
+    """Accept ints where floats are expected (papermill injects ``5`` for ``5.0``);
+    refuse wrong types."""
+    if not isinstance(
+        annotation, str
+    ):  # real types when the class is defined without postponed annotations
         annotation = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     if annotation == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -281,5 +330,6 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def _check_fixed(name: str, value: float, required: float) -> None:
     if value != required:
         raise ValueError(
-            f"{name}={value!r} is outside the allowed range: the assignment fixes {name} = {required:g}"
+            f"{name}={value!r} is outside the allowed range: "
+            f"the assignment fixes {name} = {required:g}"
         )

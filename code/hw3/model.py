@@ -1,8 +1,9 @@
-"""Task 3's model, exactly as the assignment gives it: ``PositionalEncoding`` and ``TransformerModel``.
+"""Task 3's model, exactly as the assignment gives it:
+``PositionalEncoding`` and ``TransformerModel``.
 
 The maths, the initialisation and ``generate_square_subsequent_mask`` are the assignment's; only
-docstrings and comments are added. The fast training path (:mod:`hw3.fused_loss`) reuses these modules
-as they are and only changes how the decoder and the loss are evaluated.
+docstrings and comments are added. The fast training path (:mod:`hw3.fused_loss`) reuses these
+modules as they are and only changes how the decoder and the loss are evaluated.
 """
 
 import math
@@ -33,9 +34,11 @@ class PositionalEncoding(nn.Module):
 
 
 class TransformerModel(nn.Module):
-    """Embedding -> positional encoding -> ``nlayers`` encoder layers (causal mask) -> linear decoder.
+    """Embedding -> positional encoding -> ``nlayers`` encoder layers (causal mask)
+    -> linear decoder.
 
-    Input ``src`` is ``[seq_len, batch]`` token ids; the output is ``[seq_len, batch, ntoken]`` logits.
+    Input ``src`` is ``[seq_len, batch]`` token ids;
+    the output is ``[seq_len, batch, ntoken]`` logits.
     """
 
     def __init__(self, ntoken, ninp, nhead, nhid, nlayers, dropout=0.5, norm_first=False):

@@ -1,4 +1,5 @@
-"""Task 4's figure: training and validation loss and perplexity per epoch, the test result marked."""
+"""Task 4's figure: training and validation loss and perplexity per epoch,
+the test result marked."""
 
 import math
 import os
@@ -7,10 +8,11 @@ import matplotlib.pyplot as plt
 
 
 def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
-    """Two panels (loss, perplexity) of ``history`` rows ``{"epoch", "train_loss", "val_loss", ...}``.
+    """Two panels (loss, perplexity) of ``history`` rows
+    ``{"epoch", "train_loss", "val_loss", ...}``.
 
-    The test loss/perplexity (of the best model) is drawn as a marker at the best epoch. When ``path``
-    is given the figure is saved there as PNG (written to a temporary name, then renamed).
+    The test loss/perplexity (of the best model) is drawn as a marker at the best epoch. When
+    ``path`` is given the figure is saved there as PNG (written to a temporary name, then renamed).
     Returns the matplotlib figure.
     """
     epochs = [row["epoch"] for row in history]
@@ -23,7 +25,9 @@ def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
         if test_loss is not None:
             at = best_epoch if best_epoch is not None else epochs[-1]
             value = transform(test_loss)
-            ax.plot([at], [value], "r*", markersize=14, label=f"test {name} (best model): {value:.2f}")
+            ax.plot(
+                [at], [value], "r*", markersize=14, label=f"test {name} (best model): {value:.2f}"
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.set_title(f"{name} per epoch")

@@ -176,11 +176,19 @@ def check_multiplication_count(
         counted = count_sa_operations(T, D, M)
         predicted = formula(T, D, M)
         err = max(
-            abs(counted["multiplications"] - predicted), abs(counted["exponentials"] - sa_exponentials(T))
+            abs(counted["multiplications"] - predicted),
+            abs(counted["exponentials"] - sa_exponentials(T)),
         )
         worst = max(worst, err)
         rows.append(
-            {"T": T, "D": D, "M": M, **counted, "formula": predicted, "formula_exp": sa_exponentials(T)}
+            {
+                "T": T,
+                "D": D,
+                "M": M,
+                **counted,
+                "formula": predicted,
+                "formula_exp": sa_exponentials(T),
+            }
         )
     return CheckResult(
         "q1.4 multiplications",
@@ -214,7 +222,13 @@ def attention_eq2(Q: np.ndarray, K: np.ndarray, V: np.ndarray) -> np.ndarray:  #
     return (torch.softmax(q @ k.T / math.sqrt(q.shape[1]), dim=-1) @ v).numpy()
 
 
-Q1_EQ3_SIZES: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (3, 2, 5), (7, 4, 3), (12, 8, 6), (20, 16, 4))
+Q1_EQ3_SIZES: tuple[tuple[int, int, int], ...] = (
+    (1, 1, 1),
+    (3, 2, 5),
+    (7, 4, 3),
+    (12, 8, 6),
+    (20, 16, 4),
+)
 
 
 def check_eq3(
@@ -413,7 +427,12 @@ def plot_q2_variance(sims: dict[str, dict[str, Any]], path: Path) -> Path:
         for ax in axes:
             ax.plot(layers, s["predicted"], "-", color=colors.get(scheme), lw=1.2)
             ax.plot(
-                layers[::2], s["variance"][::2], "o", ms=3, color=colors.get(scheme), label=Q2_LABELS[scheme]
+                layers[::2],
+                s["variance"][::2],
+                "o",
+                ms=3,
+                color=colors.get(scheme),
+                label=Q2_LABELS[scheme],
             )
     any_sim = next(iter(sims.values()))
     ax_lin.axhline(math.e, color="0.4", ls="--", lw=1.0, label=r"bound $e$")
@@ -427,7 +446,9 @@ def plot_q2_variance(sims: dict[str, dict[str, Any]], path: Path) -> Path:
     ax_log.set_ylabel(r"$\mathrm{Var}(u_l[i])$")
     ax_log.legend(fontsize=7.5, loc="upper left")
     ax_lin.legend(fontsize=7.5, loc="upper left")
-    fig.suptitle(f"n = {any_sim['n']}, L = {any_sim['L']}: markers simulation, lines theory", fontsize=9)
+    fig.suptitle(
+        f"n = {any_sim['n']}, L = {any_sim['L']}: markers simulation, lines theory", fontsize=9
+    )
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.pdf")
     # no creation date: the same inputs give the same bytes
@@ -452,7 +473,9 @@ def leaky_relu_derivative(u: Tensor, p: float) -> Tensor:
     return torch.where(u > 0, torch.ones_like(u), torch.full_like(u, p))
 
 
-def rnn_forward(W: Tensor, B: Tensor, x: Tensor, v0: Tensor, p: float) -> tuple[list[Tensor], list[Tensor]]:  # noqa: N803
+def rnn_forward(
+    W: Tensor, B: Tensor, x: Tensor, v0: Tensor, p: float
+) -> tuple[list[Tensor], list[Tensor]]:  # noqa: N803
     """Pre-activations ``[u_1..u_t]`` and states ``[v_0..v_t]`` of the recurrence (x has one row per step)."""
     us, vs = [], [v0]
     for tau in range(x.shape[0]):
@@ -475,7 +498,9 @@ def state_jacobian(us: list[Tensor], W: Tensor, t: int, tau: int, p: float) -> T
     return J
 
 
-def bptt_grad_W(W: Tensor, B: Tensor, C: Tensor, x: Tensor, y: Tensor, v0: Tensor, p: float) -> Tensor:  # noqa: N802, N803
+def bptt_grad_W(
+    W: Tensor, B: Tensor, C: Tensor, x: Tensor, y: Tensor, v0: Tensor, p: float
+) -> Tensor:  # noqa: N802, N803
     """Matrix form of the answer to Q3.1 (squared loss, so ``g = y_hat_t - y_t``):
 
     ``dl/dW = sum_{tau=1}^t D_tau J_{t,tau}^T C^T g v_{tau-1}^T``.
@@ -527,7 +552,9 @@ def bptt_grad_W_element(
     return total
 
 
-def autograd_grad_W(W: Tensor, B: Tensor, C: Tensor, x: Tensor, y: Tensor, v0: Tensor, p: float) -> Tensor:  # noqa: N802, N803
+def autograd_grad_W(
+    W: Tensor, B: Tensor, C: Tensor, x: Tensor, y: Tensor, v0: Tensor, p: float
+) -> Tensor:  # noqa: N802, N803
     """The same gradient by autograd through the unrolled recurrence (torch's own leaky ReLU)."""
     Wg = W.detach().clone().requires_grad_(True)  # noqa: N806
     v = v0
@@ -537,7 +564,14 @@ def autograd_grad_W(W: Tensor, B: Tensor, C: Tensor, x: Tensor, y: Tensor, v0: T
     return Wg.grad
 
 
-Q3_CASES: tuple[tuple[int, float], ...] = ((1, 0.1), (2, 0.01), (5, 0.1), (5, 0.5), (12, 0.2), (30, 0.05))
+Q3_CASES: tuple[tuple[int, float], ...] = (
+    (1, 0.1),
+    (2, 0.01),
+    (5, 0.1),
+    (5, 0.5),
+    (12, 0.2),
+    (30, 0.05),
+)
 Q3_DIMS = {"d": 5, "input": 3, "output": 2}
 
 
@@ -580,7 +614,13 @@ def check_bptt(
         element_err = float((element - reference).abs().max()) / scale
         worst = max(worst, matrix_err, element_err)
         rows.append(
-            {"t": t, "p": p, "matrix_rel_err": matrix_err, "element_rel_err": element_err, "grad_max": scale}
+            {
+                "t": t,
+                "p": p,
+                "matrix_rel_err": matrix_err,
+                "element_rel_err": element_err,
+                "grad_max": scale,
+            }
         )
     return CheckResult(
         "q3.1 BPTT closed form",
@@ -598,12 +638,19 @@ def check_jacobian_bounds(t: int = 30, p: float = 0.5, d: int = 8, seed: int = S
     gen = torch.Generator().manual_seed(seed)
     base = torch.randn(d, d, generator=gen, dtype=torch.float64)
     orthogonal, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
-    regimes = {"vanishing": 0.9 * base / torch.linalg.matrix_norm(base, ord=2), "exploding": 3.0 * orthogonal}
+    regimes = {
+        "vanishing": 0.9 * base / torch.linalg.matrix_norm(base, ord=2),
+        "exploding": 3.0 * orthogonal,
+    }
     rows, worst = [], 0.0
     for regime, W in regimes.items():  # noqa: N806
         x = torch.randn(t, d, generator=gen, dtype=torch.float64)
         us, _ = rnn_forward(
-            W, torch.eye(d, dtype=torch.float64), x, torch.randn(d, generator=gen, dtype=torch.float64), p
+            W,
+            torch.eye(d, dtype=torch.float64),
+            x,
+            torch.randn(d, generator=gen, dtype=torch.float64),
+            p,
         )
         s = torch.linalg.svdvals(W)
         upper_rate, lower_rate = float(s[0]), p * float(s[-1])
@@ -681,7 +728,9 @@ def q1_tex(count: CheckResult, eq3: CheckResult) -> str:
     sizes = ", ".join(f"$({r['T']},{r['D']},{r['M']})$" for r in eq3.rows)
     lines.append(
         r"\noindent\textit{Check (Q1.5):} Eq.~3 evaluated literally with $\mathrm{sim}$ (explicit loops) "
-        r"against $\mathrm{softmax}(QK^\top/\sqrt{D})V$ in float64 for $(T,D,M)\in\{$" + sizes + r"$\}$: "
+        r"against $\mathrm{softmax}(QK^\top/\sqrt{D})V$ in float64 for $(T,D,M)\in\{$"
+        + sizes
+        + r"$\}$: "
         f"largest absolute difference {tex_sci(eq3.max_error)}, {tex_status(eq3)}.\\par"
     )
     return "\n".join(lines) + "\n"
@@ -780,7 +829,9 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def run_checks(out_dir: Path = DEFAULT_OUT, seed: int = SEED, verbose: bool = True) -> dict[str, Any]:
+def run_checks(
+    out_dir: Path = DEFAULT_OUT, seed: int = SEED, verbose: bool = True
+) -> dict[str, Any]:
     """Runs every check, prints one line each, writes the outputs to ``out_dir``; returns the record."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -833,7 +884,9 @@ class TexError(RuntimeError):
     """latexmk is missing, failed, or its log reports undefined references or missing glyphs."""
 
 
-def compile_standalone(out_pdf: Path, checks_dir: Path = DEFAULT_OUT, theory_dir: Path = THEORY_DIR) -> Path:
+def compile_standalone(
+    out_pdf: Path, checks_dir: Path = DEFAULT_OUT, theory_dir: Path = THEORY_DIR
+) -> Path:
     """Builds ``theory/standalone.tex`` with ``latexmk -xelatex`` in a temporary folder (theory files plus
     ``checks/`` copied from ``checks_dir``) and copies the PDF to ``out_pdf``.
 
@@ -842,7 +895,9 @@ def compile_standalone(out_pdf: Path, checks_dir: Path = DEFAULT_OUT, theory_dir
     """
     latexmk = shutil.which("latexmk")
     if latexmk is None or shutil.which("xelatex") is None:
-        raise TexError("latexmk/xelatex not found; install TeX Live: apt-get install latexmk texlive-xetex")
+        raise TexError(
+            "latexmk/xelatex not found; install TeX Live: apt-get install latexmk texlive-xetex"
+        )
     with tempfile.TemporaryDirectory(prefix="hw3-theory-") as tmp:
         work = Path(tmp)
         for name in THEORY_FILES:
@@ -867,7 +922,9 @@ def compile_standalone(out_pdf: Path, checks_dir: Path = DEFAULT_OUT, theory_dir
         log_path = work / "standalone.log"
         log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""
         if proc.returncode != 0:
-            raise TexError(f"latexmk failed (exit {proc.returncode}):\n{(log or proc.stdout)[-3000:]}")
+            raise TexError(
+                f"latexmk failed (exit {proc.returncode}):\n{(log or proc.stdout)[-3000:]}"
+            )
         problems = sorted({m.group(0) for m in _TEX_LOG_PROBLEMS.finditer(log)})
         if problems:
             raise TexError("standalone.tex compiled with problems: " + "; ".join(problems))
@@ -880,8 +937,12 @@ def compile_standalone(out_pdf: Path, checks_dir: Path = DEFAULT_OUT, theory_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3.theory_checks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/theory)")
+    parser = argparse.ArgumentParser(
+        prog="python -m hw3.theory_checks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/theory)"
+    )
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument(
         "--pdf", type=Path, default=None, help="also compile theory/standalone.tex to this PDF"

@@ -2,20 +2,21 @@
 
 - ``evaluate(model, eval_data, ...)`` is the assignment's function with its globals made arguments.
 - ``train(model, bptt, ...)`` is the assignment's one-epoch loop with the blanks completed
-  (``output = model(data, src_mask)``, ``loss = criterion(output.view(-1, ntokens), targets)``) and the
-  same log lines, plus a progress bar (off when ``TQDM_DISABLE=1``).
-- ``fit(...)`` is the assignment's epoch loop: validation after each epoch, the best model kept as a real
-  copy (the assignment's ``best_model = model`` only keeps a reference to the final model), a per-epoch
-  history, and Ctrl-C keeps what was learnt so far.
+  (``output = model(data, src_mask)``, ``loss = criterion(output.view(-1, ntokens), targets)``) and
+  the same log lines, plus a progress bar (off when ``TQDM_DISABLE=1``).
+- ``fit(...)`` is the assignment's epoch loop: validation after each epoch, the best model kept as a
+  real copy (the assignment's ``best_model = model`` only keeps a reference to the final model), a
+  per-epoch history, and Ctrl-C keeps what was learnt so far.
 
-Speed, same computation: bf16 autocast where the hardware has it (the loss and its softmax in fp32), the
-decoder and the loss fused in row chunks (:mod:`hw3.fused_loss`), the fused Adam kernel, and no host
-synchronisation per step on GPUs. The learning-rate scheduler is stepped after every batch (see
+Speed, same computation: bf16 autocast where the hardware has it (the loss and its softmax in fp32),
+the decoder and the loss fused in row chunks (:mod:`hw3.fused_loss`), the fused Adam kernel, and no
+host synchronisation per step on GPUs. The learning-rate scheduler is stepped after every batch (see
 :mod:`hw3.hparams` for the schedules; the assignment's per-epoch StepLR is one of them).
 
-``python -m hw3.train --profile quick|full [--epochs N] [--data-dir DIR] [--out DIR]`` trains outside the
-notebook and writes ``metrics.json`` (history), ``best_model.pt`` (the best weights), ``loss_ppl.png``
-(the curves) and ``checkpoint.pt`` after every epoch: ``--resume`` continues a stopped run from it.
+``python -m hw3.train --profile quick|full [--epochs N] [--data-dir DIR] [--out DIR]`` trains
+outside the notebook and writes ``metrics.json`` (history), ``best_model.pt`` (the best weights),
+``loss_ppl.png`` (the curves) and ``checkpoint.pt`` after every epoch: ``--resume`` continues a
+stopped run from it.
 """
 
 import copy
@@ -57,12 +58,15 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'")
+        raise RuntimeError(
+            f"device {device!r} was asked for but CUDA is not available; use 'cpu' or 'auto'"
+        )
     return torch.device(device)
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX): only then bf16 pays."""
+    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX):
+    only then bf16 pays."""
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # older torch without these probes: stay in fp32
@@ -74,7 +78,8 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "fp32":
         return None
     if device.type == "cuda":
-        # GPUs without bf16 (e.g. Colab's T4) train in fp32: fp16 would need loss scaling in the loop
+        # GPUs without bf16 (e.g. Colab's T4) train in fp32:
+        # fp16 would need loss scaling in the loop
         return torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else None
     if precision == "bf16" or cpu_has_bf16():
         return torch.bfloat16
@@ -82,24 +87,27 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
 
 
 def tie_weights(model: TransformerModel) -> TransformerModel:
-    """Make the decoder use the embedding matrix (both are ``ntoken x ninp``): one 7.2 M-weight matrix
-    instead of two, trained by both the input and the output side (Press & Wolf 2017, Inan et al. 2017).
+    """Make the decoder use the embedding matrix (both are ``ntoken x ninp``): one 7.2 M-weight
+    matrix instead of two, trained by both the input and the output side
+    (Press & Wolf 2017, Inan et al. 2017).
     The class stays as given; the decoder keeps its own bias."""
     model.decoder.weight = model.encoder.weight
     return model
 
 
 def build_model(ntokens: int, hp: HParams) -> TransformerModel:
-    """The given ``TransformerModel`` with the hyper-parameters' sizes, dropout and LayerNorm placement
-    (and the decoder tied to the embedding when ``hp.tie_weights``)."""
-    model = TransformerModel(ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first)
+    """The given ``TransformerModel`` with the hyper-parameters' sizes, dropout and LayerNorm
+    placement (and the decoder tied to the embedding when ``hp.tie_weights``)."""
+    model = TransformerModel(
+        ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first
+    )
     return tie_weights(model) if hp.tie_weights else model
 
 
 def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list[dict[str, Any]]:
-    """The optimizer's parameters: all in one group, or with ``weight_decay > 0`` the weight matrices and
-    embeddings (decayed) apart from the biases and LayerNorm gains (not decayed: nanoGPT's split, since
-    pulling a gain or a bias towards 0 does not make the model simpler)."""
+    """The optimizer's parameters: all in one group, or with ``weight_decay > 0`` the weight
+    matrices and embeddings (decayed) apart from the biases and LayerNorm gains (not decayed:
+    nanoGPT's split, since pulling a gain or a bias towards 0 does not make the model simpler)."""
     params = list(model.parameters())
     if hp.weight_decay == 0:
         return params
@@ -111,8 +119,8 @@ def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list
 
 def optimizer_kwargs(hp: HParams) -> dict[str, Any]:
     """The keyword arguments of ``torch.optim.<hp.optimizer>`` for these hyper-parameters. With
-    ``decoupled_weight_decay``, Adam and RAdam shrink the decayed weights by ``lr * weight_decay`` a step
-    (AdamW) instead of adding an L2 term to their gradients."""
+    ``decoupled_weight_decay``, Adam and RAdam shrink the decayed weights by ``lr * weight_decay`` a
+    step (AdamW) instead of adding an L2 term to their gradients."""
     if hp.optimizer == "SGD":
         return dict(lr=hp.lr, weight_decay=hp.weight_decay)
     return dict(
@@ -124,8 +132,8 @@ def optimizer_kwargs(hp: HParams) -> dict[str, Any]:
 
 
 def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
-    """SGD, Adam or RAdam over ``parameter_groups`` with ``optimizer_kwargs``; the fused kernel where torch
-    has one (same maths)."""
+    """SGD, Adam or RAdam over ``parameter_groups`` with ``optimizer_kwargs``;
+    the fused kernel where torch has one (same maths)."""
     groups, kwargs = parameter_groups(model, hp), optimizer_kwargs(hp)
     optimizer_class = getattr(torch.optim, hp.optimizer)
     try:
@@ -135,12 +143,14 @@ def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
-    """``clip_grad_norm_(params, clip)`` then ``optimizer.step()``, with one pass over the gradients less.
+    """``clip_grad_norm_(params, clip)`` then ``optimizer.step()``,
+    with one pass over the gradients less.
 
-    The clipping factor is ``min(1, clip / (norm + 1e-6))`` as in ``clip_grad_norm_``. A fused optimizer
-    (Adam/SGD with ``fused=True``) takes it as its ``grad_scale`` (the hook ``torch.amp.GradScaler`` uses;
-    the kernel divides each gradient by it as it reads it), so the 14.6 million gradients are not rewritten
-    in memory first; other optimizers get the gradients multiplied in place, exactly as ``clip_grad_norm_``.
+    The clipping factor is ``min(1, clip / (norm + 1e-6))`` as in ``clip_grad_norm_``. A fused
+    optimizer (Adam/SGD with ``fused=True``) takes it as its ``grad_scale`` (the hook
+    ``torch.amp.GradScaler`` uses; the kernel divides each gradient by it as it reads it), so the
+    14.6 million gradients are not rewritten in memory first; other optimizers get the gradients
+    multiplied in place, exactly as ``clip_grad_norm_``.
     """
     grads = [p.grad for p in params if p.grad is not None]
     total_norm = torch.nn.utils.get_total_norm(grads)
@@ -167,10 +177,13 @@ def lr_factor(
     gamma: float,
     cooldown: float = 0.0,
 ) -> float:
-    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up times the schedule's shape,
-    times a linear fall to zero over the last ``cooldown`` fraction of the ``total`` steps."""
+    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up times the schedule's
+    shape, times a linear fall to zero over the last ``cooldown`` fraction of the
+    ``total`` steps."""
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    if schedule == "step":  # the assignment's StepLR(optimizer, 1.0, gamma): x gamma after each epoch
+    if (
+        schedule == "step"
+    ):  # the assignment's StepLR(optimizer, 1.0, gamma): x gamma after each epoch
         shape = gamma ** (step // batches_per_epoch)
     elif schedule == "cosine":  # half a cosine from the peak to 0 at the last step
         shape = 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
@@ -185,7 +198,8 @@ def lr_factor(
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, hp: HParams, batches_per_epoch: int):
-    """A LambdaLR stepped after every batch (warm-up, then the chosen shape over ``hp.epochs`` epochs)."""
+    """A LambdaLR stepped after every batch
+    (warm-up, then the chosen shape over ``hp.epochs`` epochs)."""
     factor = partial(
         lr_factor,
         schedule=hp.scheduler,
@@ -199,14 +213,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, hp: HParams, batches_per_ep
 
 
 def count_batches(data: Tensor, bptt: int, max_batches: int | None = None) -> int:
-    """Batches of ``bptt`` rows in ``data`` (the last one may be shorter), capped at ``max_batches``."""
+    """Batches of ``bptt`` rows in ``data``
+    (the last one may be shorter), capped at ``max_batches``."""
     n = math.ceil((data.size(0) - 1) / bptt)
     return n if max_batches is None else min(n, max_batches)
 
 
 def epoch_slice(train_data: Tensor, epoch: int, max_batches: int | None, bptt: int) -> Tensor:
-    """The rows epoch ``epoch`` trains on: all of them, or for a draft run (``max_batches``) the next
-    ``max_batches`` batches after the previous epoch's, so each epoch sees new text (wrapping around)."""
+    """The rows epoch ``epoch`` trains on: all of them, or for a draft run (``max_batches``) the
+    next ``max_batches`` batches after the previous epoch's, so each epoch sees new text
+    (wrapping around)."""
     if max_batches is None:
         return train_data
     rows = max_batches * bptt
@@ -225,7 +241,8 @@ def evaluate(
     """Mean loss per target token over ``eval_data`` (the assignment's ``evaluate``).
 
     Each batch's mean loss is weighted by its length; on a full pass the number of rows is
-    ``len(eval_data) - 1``, exactly the assignment's denominator. ``max_batches`` evaluates a prefix only.
+    ``len(eval_data) - 1``, exactly the assignment's denominator. ``max_batches`` evaluates a
+    prefix only.
     """
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     model.eval()  # turn on evaluation mode
@@ -238,7 +255,9 @@ def evaluate(
             seq_len = data.size(0)
             if seq_len != bptt:
                 src_mask = src_mask[:seq_len, :seq_len]
-            with torch.autocast(eval_data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(
+                eval_data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None
+            ):
                 output = model(data, src_mask)
             output_flat = output.view(-1, output.size(-1)).float()  # the softmax in fp32
             total_loss += seq_len * criterion(output_flat, targets)
@@ -264,18 +283,21 @@ def train(
     shuffle: bool = False,
     random_offset: bool = False,
 ) -> float:
-    """One epoch of training (the assignment's ``train``); returns the mean training loss of the epoch.
+    """One epoch of training (the assignment's ``train``);
+    returns the mean training loss of the epoch.
 
-    ``shuffle=True`` visits the epoch's ``bptt``-row chunks in a random order (drawn from torch's generator)
-    instead of front to back: consecutive updates then no longer come from the same articles.
-    ``random_offset=True`` starts the chunks at a random row in ``[0, bptt)`` (drawn first, from the same
-    generator) and leaves out the rows before it: every epoch cuts the text at other places, so a word is seen
-    with other contexts instead of the same 35-token windows each epoch.
+    ``shuffle=True`` visits the epoch's ``bptt``-row chunks in a random order (drawn from torch's
+    generator) instead of front to back: consecutive updates then no longer come from the
+    same articles.
+    ``random_offset=True`` starts the chunks at a random row in ``[0, bptt)`` (drawn first, from the
+    same generator) and leaves out the rows before it: every epoch cuts the text at other places, so
+    a word is seen with other contexts instead of the same 35-token windows each epoch.
 
-    ``fused_loss=False`` with ``amp_dtype=None`` is exactly the assignment's loop. ``fused_loss=True``
-    computes the same loss with the decoder and the cross-entropy fused (:mod:`hw3.fused_loss`), folds the
-    gradient clipping into the optimizer step and, on CPUs with ``cheap_dropout``, draws the dropout masks
-    with a faster generator (:mod:`hw3.fast_dropout`; same distribution, other masks).
+    ``fused_loss=False`` with ``amp_dtype=None`` is exactly the assignment's loop.
+    ``fused_loss=True`` computes the same loss with the decoder and the cross-entropy fused
+    (:mod:`hw3.fused_loss`), folds the gradient clipping into the optimizer step and, on CPUs with
+    ``cheap_dropout``, draws the dropout masks with a faster generator (:mod:`hw3.fast_dropout`;
+    same distribution, other masks).
     """
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     device = train_data.device
@@ -284,17 +306,27 @@ def train(
     epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
     start_time = time.time()
     src_mask = model.generate_square_subsequent_mask(bptt).to(device)
-    check_every = 1 if device.type == "cpu" else log_interval  # .item() is free on the CPU, a sync on GPUs
+    check_every = (
+        1 if device.type == "cpu" else log_interval
+    )  # .item() is free on the CPU, a sync on GPUs
 
     # drawn before anything else of the epoch, so the shuffle order stays a function of the seed
-    offset = int(torch.randint(bptt, ()).item()) if random_offset and train_data.size(0) - 1 > bptt else 0
+    offset = (
+        int(torch.randint(bptt, ()).item())
+        if random_offset and train_data.size(0) - 1 > bptt
+        else 0
+    )
     num_batches = count_batches(train_data[offset:], bptt, max_batches)
     show_bar = progress if progress is not None else os.environ.get("TQDM_DISABLE", "") in ("", "0")
-    bar = tqdm(total=num_batches, desc=f"epoch {epoch}", unit="batch", disable=not show_bar, leave=False)
+    bar = tqdm(
+        total=num_batches, desc=f"epoch {epoch}", unit="batch", disable=not show_bar, leave=False
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     # the fast path draws CPU dropout masks with a faster generator (same distribution)
     dropout_context = (
-        fast_dropout(model) if fused_loss and cheap_dropout and device.type == "cpu" else nullcontext()
+        fast_dropout(model)
+        if fused_loss and cheap_dropout and device.type == "cpu"
+        else nullcontext()
     )
     with dropout_context:
         starts = range(offset, train_data.size(0) - 1, bptt)[:num_batches]
@@ -328,7 +360,8 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 optimizer.step()
             lr_used = scheduler.get_last_lr()[0]
-            scheduler.step()  # per batch: the schedules of hw3.hparams are defined per optimizer step
+            # per batch: the schedules of hw3.hparams are defined per optimizer step
+            scheduler.step()
 
             total_loss += loss.detach()
             epoch_loss += loss.detach()
@@ -361,14 +394,17 @@ def check_finite(loss_sum: Tensor, epoch: int, batch: int, lr: float) -> None:
     value = loss_sum.item()
     if not math.isfinite(value):
         raise TrainingDiverged(
-            f"training loss became {value} at epoch {epoch}, batch {batch} (learning rate {lr:.3g}). "
-            f"Hint: lower lr, lengthen warmup_batches, or set precision='fp32' to rule out low precision."
+            f"training loss became {value} at epoch {epoch}, batch {batch} "
+            f"(learning rate {lr:.3g}). "
+            f"Hint: lower lr, lengthen warmup_batches, or set precision='fp32' "
+            f"to rule out low precision."
         )
 
 
 @dataclass
 class FitResult:
-    """What ``fit`` returns: the best model (a copy), the per-epoch history and how the run ended."""
+    """What ``fit`` returns: the best model (a copy), the per-epoch history
+    and how the run ended."""
 
     best_model: nn.Module | None
     history: list[dict] = field(default_factory=list)
@@ -391,12 +427,14 @@ def fit(
     on_epoch_end=None,
     resume: dict | None = None,
 ) -> FitResult:
-    """The assignment's epoch loop: train, validate after each epoch, keep the best model (a real copy).
+    """The assignment's epoch loop: train, validate after each epoch,
+    keep the best model (a real copy).
 
     ``on_epoch_end(result)`` is called after every epoch (e.g. to save a checkpoint). Ctrl-C stops
     training and returns the best model and history so far, with ``interrupted=True``. ``resume``, a
-    ``checkpoint_state`` of an earlier run with the same hyper-parameters, continues that run after its last
-    epoch as if it had never stopped (weights, optimizer, schedule, random generators, history).
+    ``checkpoint_state`` of an earlier run with the same hyper-parameters, continues that run after
+    its last epoch as if it had never stopped (weights, optimizer, schedule, random
+    generators, history).
     """
     device = train_data.device
     amp_dtype = autocast_dtype(device, hp.precision)
@@ -412,9 +450,10 @@ def fit(
             epoch_start_time = time.time()
             epoch_data = epoch_slice(train_data, epoch, hp.max_train_batches, hp.bptt)
             train_loss = train(
-                model, hp.bptt, epoch_data, optimizer, scheduler, epoch, criterion=criterion, clip=hp.clip,
-                log_interval=hp.log_interval, max_batches=hp.max_train_batches, amp_dtype=amp_dtype,
-                fused_loss=fused_loss, progress=progress, shuffle=hp.shuffle_batches, random_offset=hp.random_offset,
+                model, hp.bptt, epoch_data, optimizer, scheduler, epoch, criterion=criterion,
+                clip=hp.clip, log_interval=hp.log_interval, max_batches=hp.max_train_batches,
+                amp_dtype=amp_dtype, fused_loss=fused_loss, progress=progress,
+                shuffle=hp.shuffle_batches, random_offset=hp.random_offset,
             )  # fmt: skip
             lr = scheduler.get_last_lr()[0]  # the learning rate reached at the end of the epoch
             val_loss = evaluate(model, val_data, hp.bptt, criterion, amp_dtype, hp.max_eval_batches)
@@ -426,20 +465,24 @@ def fit(
             )
             print("-" * 89, flush=True)
             result.history.append(
-                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_ppl": math.exp(val_loss),
-                 "lr": lr, "seconds": seconds}
+                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                 "val_ppl": math.exp(val_loss), "lr": lr, "seconds": seconds}
             )  # fmt: skip
             if val_loss < result.best_val_loss:
                 result.best_val_loss = val_loss
                 result.best_epoch = epoch
-                result.best_model = copy.deepcopy(model)  # a copy: `best_model = model` would follow training
+                result.best_model = copy.deepcopy(
+                    model
+                )  # a copy: `best_model = model` would follow training
             result.train_seconds = time.time() - fit_start
             if on_epoch_end is not None:
                 on_epoch_end(result)
     except KeyboardInterrupt:
         result.interrupted = True
         result.train_seconds = time.time() - fit_start
-        print(f"Interrupted: keeping the best model so far (epoch {result.best_epoch}).", flush=True)
+        print(
+            f"Interrupted: keeping the best model so far (epoch {result.best_epoch}).", flush=True
+        )
     return result
 
 
@@ -465,7 +508,8 @@ def checkpoint_state(model: nn.Module, result: FitResult) -> dict:
 
 
 def restore_checkpoint(state: dict, model: nn.Module, result: FitResult) -> int:
-    """Load a ``checkpoint_state`` into the model, the result's optimizer and scheduler; returns its epoch."""
+    """Load a ``checkpoint_state`` into the model, the result's optimizer and scheduler;
+    returns its epoch."""
     model.load_state_dict(state["model"])
     result.optimizer.load_state_dict(state["optimizer"])
     result.scheduler.load_state_dict(state["scheduler"])
@@ -483,7 +527,7 @@ def restore_checkpoint(state: dict, model: nn.Module, result: FitResult) -> int:
     return state["epoch"]
 
 
-# ----------------------------------------------------------------------------- command line (not inlined)
+# ----------------------------------------------------------------------- command line (not inlined)
 
 
 def _write_json_atomic(path, obj) -> None:
@@ -518,13 +562,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", help="folder with wiki.{train,valid,test}.tokens (default: cache/download)"
     )
-    parser.add_argument("--out", default="build/train", help="output folder (metrics.json, best_model.pt)")
+    parser.add_argument(
+        "--out", default="build/train", help="output folder (metrics.json, best_model.pt)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--set",
         nargs="+",
-        action="extend",  # repeating --set adds to the overrides (plain nargs would keep only the last)
+        # repeating --set adds to the overrides (plain nargs would keep only the last)
+        action="extend",
         default=[],
         metavar="NAME=VALUE",
         help="override hyper-parameters (repeatable)",
@@ -532,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run whose checkpoint.pt is in --out (same hyper-parameters) after its last epoch",
+        help="continue the run whose checkpoint.pt is in --out (same hyper-parameters) "
+        "after its last epoch",
     )
     args = parser.parse_args(argv)
 
@@ -557,10 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     total_start = time.time()
 
-    vocab, train_data, val_data, test_data = load_splits(folder, hp.batch_size, hp.eval_batch_size, device)
+    vocab, train_data, val_data, test_data = load_splits(
+        folder, hp.batch_size, hp.eval_batch_size, device
+    )
     print(hp.describe(), flush=True)
     print(
-        f"device: {device}, threads: {torch.get_num_threads()}, autocast: {autocast_dtype(device, hp.precision)}"
+        f"device: {device}, threads: {torch.get_num_threads()}, "
+        f"autocast: {autocast_dtype(device, hp.precision)}"
     )
 
     set_seed(hp.seed)
@@ -581,7 +632,10 @@ def main(argv: list[str] | None = None) -> int:
             best_val_loss=result.best_val_loss if best else None,
             best_val_ppl=math.exp(result.best_val_loss) if best else None,
             interrupted=result.interrupted,
-            timings={"train_seconds": result.train_seconds, "total_seconds": time.time() - total_start},
+            timings={
+                "train_seconds": result.train_seconds,
+                "total_seconds": time.time() - total_start,
+            },
         )
         _write_json_atomic(out / "metrics.json", record)
         if result.best_model is not None:
@@ -600,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         resume = torch.load(checkpoint_path, map_location=device, weights_only=False)
         saved, current = resume.pop("hparams"), hp.to_dict()
-        # a field the checkpoint lacks (added since) counts as different: its old behaviour is unknown
+        # a field the checkpoint lacks (added since) counts as different:
+        # its old behaviour is unknown
         differ = sorted(
             k for k in saved.keys() | current.keys() if saved.get(k, "<absent>") != current.get(k)
         )
@@ -609,17 +664,25 @@ def main(argv: list[str] | None = None) -> int:
                 f"{k}: {saved.get(k, '<absent>')!r} there, {current.get(k)!r} now" for k in differ
             )
             print(
-                f"error: --resume: {checkpoint_path} was trained with other hyper-parameters ({details}); "
-                f"pass the same --profile/--epochs/--set as that run",
+                f"error: --resume: {checkpoint_path} was trained with other hyper-parameters "
+                f"({details}); pass the same --profile/--epochs/--set as that run",
                 file=sys.stderr,
             )
             return 2
-        print(f"resuming after epoch {resume['epoch']} of {hp.epochs} ({checkpoint_path})", flush=True)
+        print(
+            f"resuming after epoch {resume['epoch']} of {hp.epochs} ({checkpoint_path})", flush=True
+        )
 
     # `kill PID` (SIGTERM) stops like Ctrl-C: the best model so far is kept, tested and saved
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     result = fit(
-        model, train_data, val_data, hp, progress=sys.stderr.isatty(), on_epoch_end=save_epoch, resume=resume
+        model,
+        train_data,
+        val_data,
+        hp,
+        progress=sys.stderr.isatty(),
+        on_epoch_end=save_epoch,
+        resume=resume,
     )
     save(result)
     if result.best_model is None:
@@ -627,17 +690,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     amp_dtype = autocast_dtype(device, hp.precision)
     try:
-        test_loss = evaluate(result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches)
+        test_loss = evaluate(
+            result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches
+        )
         print("=" * 89)
-        print(f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}")
+        print(
+            f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}"
+        )
         print("=" * 89)
         record.update(test_loss=test_loss, test_ppl=math.exp(test_loss))
-        sentences = generate_sentences(result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed)
+        sentences = generate_sentences(
+            result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed
+        )
     except KeyboardInterrupt:  # a (second) Ctrl-C or `kill` after training: what is saved stays
         save(result)
         print(
             f"Interrupted after training: the history ({out / 'metrics.json'}) and best weights "
-            f"({out / 'best_model.pt'}) are saved{'' if 'test_ppl' in record else ', without the test pass'}.",
+            f"({out / 'best_model.pt'}) are saved"
+            f"{'' if 'test_ppl' in record else ', without the test pass'}.",
             file=sys.stderr,
         )
         return 130
@@ -649,7 +719,9 @@ def main(argv: list[str] | None = None) -> int:
 
     figure = out / "loss_ppl.png"
     plot_history(result.history, test_loss=test_loss, best_epoch=result.best_epoch, path=figure)
-    print(f"history: {out / 'metrics.json'}, best weights: {out / 'best_model.pt'}, curve: {figure}")
+    print(
+        f"history: {out / 'metrics.json'}, best weights: {out / 'best_model.pt'}, curve: {figure}"
+    )
     return 130 if result.interrupted else 0
 
 
@@ -658,8 +730,9 @@ def _raise_keyboard_interrupt(signum, frame) -> None:
 
 
 def _parse_override(item: str) -> tuple[str, object]:
-    """``name=value`` with value parsed as a Python literal when it is one (``lr=5e-3``, ``norm_first=True``);
-    ``true``/``false`` in any case are booleans too, as ``submission.toml`` and the README write them."""
+    """``name=value`` with value parsed as a Python literal when it is one (``lr=5e-3``,
+    ``norm_first=True``); ``true``/``false`` in any case are booleans too, as ``submission.toml``
+    and the README write them."""
     import ast
 
     name, sep, text = item.partition("=")

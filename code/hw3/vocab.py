@@ -1,8 +1,8 @@
 """torchtext 0.18 parity: the ``basic_english`` tokenizer and ``build_vocab_from_iterator``.
 
 torchtext is no longer released (0.18 pins torch 2.3), so these reproduce its behaviour exactly:
-same normalisation rules in the same order, same vocabulary order (specials first, then by descending
-frequency, ties broken by Python string order), same default-index semantics.
+same normalisation rules in the same order, same vocabulary order (specials first, then by
+descending frequency, ties broken by Python string order), same default-index semantics.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-# The rules of torchtext.data.utils._basic_english_normalize, applied in this order after lower-casing.
+# The rules of torchtext.data.utils._basic_english_normalize,
+# applied in this order after lower-casing.
 _BASIC_ENGLISH_RULES = [
     (re.compile(r"\'"), " '  "),
     (re.compile(r"\""), ""),
@@ -60,12 +61,15 @@ class Vocab:
 
     @property
     def vocab(self) -> Vocab:
-        # torchtext's Vocab wrapped a C++ object at `.vocab`; the assignment calls vocab.vocab.get_itos().
+        # torchtext's Vocab wrapped a C++ object at `.vocab`;
+        # the assignment calls vocab.vocab.get_itos().
         return self
 
     def set_default_index(self, index: int | None) -> None:
         if index is not None and not 0 <= index < len(self._itos):
-            raise IndexError(f"default index {index} outside the vocabulary of {len(self._itos)} words")
+            raise IndexError(
+                f"default index {index} outside the vocabulary of {len(self._itos)} words"
+            )
         self._default_index = index
 
     def get_default_index(self) -> int | None:
@@ -91,7 +95,9 @@ class Vocab:
 
     def lookup_token(self, index: int) -> str:
         if not 0 <= index < len(self._itos):
-            raise RuntimeError(f"Specified index {index} is out of bounds of the size of itos dictionary")
+            raise RuntimeError(
+                f"Specified index {index} is out of bounds of the size of itos dictionary"
+            )
         return self._itos[index]
 
     def lookup_tokens(self, indices: list[int]) -> list[str]:
