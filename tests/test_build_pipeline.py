@@ -15,6 +15,7 @@ import hw3build.build as build_module
 import nbformat
 import pytest
 from hw3.hparams import profile_defaults
+from hw3.metrics import METRICS_SCHEMA
 from hw3build.build import STAGE_NAMES, BuildFailed, Stages, build
 from hw3build.execute import ExecutionResult
 from hw3build.validate import validate_zip
@@ -30,10 +31,17 @@ from submission_fixtures import (
 
 REPO = Path(__file__).resolve().parents[1]
 METRICS = {
+    "schema": METRICS_SCHEMA,
     "profile": "quick",
-    "device": "cpu",
-    "torch_version": "2.13.0",
+    "hparams": {},
+    "run": {"device": "cpu", "device_name": "CPU", "precision": "fp32", "torch_version": "2.13.0"},
     "data": {"vocab_size": 28782, "itos_sha256": "ab" * 32},
+    "history": [
+        {"epoch": 1, "train_loss": 6.0, "val_loss": 5.5, "val_ppl": 244.69, "lr": 1e-3, "seconds": 1.0}
+    ],
+    "interrupted": False,
+    "timings": {"train_seconds": 1.0, "total_seconds": 2.0},
+    "sentences": ["the game was released"] * 3,
     "best_epoch": 2,
     "best_val_loss": 5.5,
     "best_val_ppl": 244.69,

@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from hw3.hparams import profile_defaults
+from hw3.metrics import METRICS_SCHEMA
 from hw3build import latex
 from hw3build.config import parse_config
 from hw3build.latex import (
@@ -152,9 +153,15 @@ def make_metrics(profile: str) -> dict:
     ]
     return {
         "profile": profile,
+        "schema": METRICS_SCHEMA,
         "hparams": profile_defaults(profile).to_dict(),
-        "device": "cpu",
-        "torch_version": "2.13.0",
+        "run": {
+            "device": "cpu",
+            "device_name": "CPU (AVX512)",
+            "precision": "bf16 autocast",
+            "torch_version": "2.13.0",
+        },
+        "interrupted": False,
         "data": {
             "vocab_size": 28782,
             "itos_sha256": "ab" * 32,

@@ -2,9 +2,10 @@
 the test result marked."""
 
 import math
-import os
 
 import matplotlib.pyplot as plt
+
+from hw3.files import write_atomic
 
 
 def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
@@ -37,9 +38,5 @@ def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
     ax_ppl.set_yscale("log")
     fig.tight_layout()
     if path is not None:
-        path = os.fspath(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = path + ".tmp.png"
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
     return fig

@@ -13,10 +13,8 @@ the decoder and the loss fused in row chunks (:mod:`hw3.fused_loss`), the fused 
 host synchronisation per step on GPUs. The learning-rate scheduler is stepped after every batch (see
 :mod:`hw3.hparams` for the schedules; the assignment's per-epoch StepLR is one of them).
 
-``python -m hw3.train --profile quick|full [--epochs N] [--data-dir DIR] [--out DIR]`` trains
-outside the notebook and writes ``metrics.json`` (history), ``best_model.pt`` (the best weights),
-``loss_ppl.png`` (the curves) and ``checkpoint.pt`` after every epoch: ``--resume`` continues a
-stopped run from it.
+``python -m hw3.train`` trains outside the notebook with these functions (the command line is
+``hw3.cli``).
 """
 
 import copy
@@ -84,6 +82,24 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if precision == "bf16" or cpu_has_bf16():
         return torch.bfloat16
     return None
+
+
+def resolved_run(device: torch.device, hp: HParams) -> dict[str, Any]:
+    """What actually runs for ``hp`` on ``device``: the device and its name, the precision
+    ``precision="auto"`` resolves to, the optimizer call, the CPU threads and torch's version."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"CPU ({torch.backends.cpu.get_cpu_capability()})"
+    amp = autocast_dtype(device, hp.precision)
+    return {
+        "device": str(device),
+        "device_name": name,
+        "precision": "bf16 autocast" if amp is torch.bfloat16 else "fp32",
+        "optimizer": hp.optimizer_description(),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }
 
 
 def tie_weights(model: TransformerModel) -> TransformerModel:
@@ -501,7 +517,7 @@ def checkpoint_state(model: nn.Module, result: FitResult) -> dict:
         "rng": {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "numpy": np.random.get_state(),
+            "numpy": _numpy_state_to_tensors(np.random.get_state()),
             "python": random.getstate(),
         },
     }
@@ -522,229 +538,31 @@ def restore_checkpoint(state: dict, model: nn.Module, result: FitResult) -> int:
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    np.random.set_state(state["rng"]["numpy"])
+    np.random.set_state(_numpy_state_from_tensors(state["rng"]["numpy"]))
     random.setstate(state["rng"]["python"])
     return state["epoch"]
 
 
-# ----------------------------------------------------------------------- command line (not inlined)
-
-
-def _write_json_atomic(path, obj) -> None:
-    import json
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _save_atomic(path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import signal
-    from pathlib import Path
-
-    from hw3.data import load_splits, summary
-    from hw3.download import DataError, wikitext2_dir
-    from hw3.generate import generate_sentences
-    from hw3.hparams import profile_defaults
-
-    parser = argparse.ArgumentParser(
-        prog="python -m hw3.train", description="Train the WikiText-2 Transformer LM."
-    )
-    parser.add_argument("--profile", choices=["quick", "full"], default="quick")
-    parser.add_argument("--epochs", type=int, help="override the profile's number of epochs")
-    parser.add_argument(
-        "--data-dir", help="folder with wiki.{train,valid,test}.tokens (default: cache/download)"
-    )
-    parser.add_argument(
-        "--out", default="build/train", help="output folder (metrics.json, best_model.pt)"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        # repeating --set adds to the overrides (plain nargs would keep only the last)
-        action="extend",
-        default=[],
-        metavar="NAME=VALUE",
-        help="override hyper-parameters (repeatable)",
-    )
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run whose checkpoint.pt is in --out (same hyper-parameters) "
-        "after its last epoch",
-    )
-    args = parser.parse_args(argv)
-
-    try:  # refuse bad hyper-parameters before any data is loaded
-        hp = profile_defaults(args.profile)
-        overrides = dict(_parse_override(item) for item in args.set)
-        if args.epochs is not None:
-            overrides["epochs"] = args.epochs
-        hp = HParams.from_dict({**hp.to_dict(), **overrides})
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        folder = wikitext2_dir(data_dir=args.data_dir)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
-    total_start = time.time()
-
-    vocab, train_data, val_data, test_data = load_splits(
-        folder, hp.batch_size, hp.eval_batch_size, device
-    )
-    print(hp.describe(), flush=True)
-    print(
-        f"device: {device}, threads: {torch.get_num_threads()}, "
-        f"autocast: {autocast_dtype(device, hp.precision)}"
+def _numpy_state_to_tensors(state: tuple) -> tuple:
+    """NumPy's generator state with its key array as a tensor: a checkpoint then holds only tensors
+    and plain values, so ``torch.load(..., weights_only=True)`` reads it (no pickled NumPy
+    objects)."""
+    name, keys, position, has_gauss, cached = state
+    return (
+        name,
+        torch.from_numpy(keys.astype(np.int64)),
+        int(position),
+        int(has_gauss),
+        float(cached),
     )
 
-    set_seed(hp.seed)
-    model = build_model(len(vocab), hp).to(device)
-    record = {
-        "profile": args.profile,
-        "hparams": hp.to_dict(),
-        "device": str(device),
-        "torch_version": torch.__version__,
-        "data": summary(folder),
-    }
 
-    def save(result: FitResult) -> None:
-        best = min(result.history, key=lambda row: row["val_loss"]) if result.history else None
-        record.update(
-            history=result.history,
-            best_epoch=result.best_epoch,
-            best_val_loss=result.best_val_loss if best else None,
-            best_val_ppl=math.exp(result.best_val_loss) if best else None,
-            interrupted=result.interrupted,
-            timings={
-                "train_seconds": result.train_seconds,
-                "total_seconds": time.time() - total_start,
-            },
-        )
-        _write_json_atomic(out / "metrics.json", record)
-        if result.best_model is not None:
-            _save_atomic(out / "best_model.pt", result.best_model.state_dict())
-
-    checkpoint_path = out / "checkpoint.pt"
-
-    def save_epoch(result: FitResult) -> None:  # after every epoch: what --resume continues from
-        save(result)
-        _save_atomic(checkpoint_path, {"hparams": hp.to_dict(), **checkpoint_state(model, result)})
-
-    resume = None
-    if args.resume:
-        if not checkpoint_path.exists():
-            print(f"error: --resume: no checkpoint at {checkpoint_path}", file=sys.stderr)
-            return 2
-        resume = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        saved, current = resume.pop("hparams"), hp.to_dict()
-        # a field the checkpoint lacks (added since) counts as different:
-        # its old behaviour is unknown
-        differ = sorted(
-            k for k in saved.keys() | current.keys() if saved.get(k, "<absent>") != current.get(k)
-        )
-        if differ:
-            details = ", ".join(
-                f"{k}: {saved.get(k, '<absent>')!r} there, {current.get(k)!r} now" for k in differ
-            )
-            print(
-                f"error: --resume: {checkpoint_path} was trained with other hyper-parameters "
-                f"({details}); pass the same --profile/--epochs/--set as that run",
-                file=sys.stderr,
-            )
-            return 2
-        print(
-            f"resuming after epoch {resume['epoch']} of {hp.epochs} ({checkpoint_path})", flush=True
-        )
-
-    # `kill PID` (SIGTERM) stops like Ctrl-C: the best model so far is kept, tested and saved
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    result = fit(
-        model,
-        train_data,
-        val_data,
-        hp,
-        progress=sys.stderr.isatty(),
-        on_epoch_end=save_epoch,
-        resume=resume,
-    )
-    save(result)
-    if result.best_model is None:
-        print("no epoch finished; nothing to evaluate", file=sys.stderr)
-        return 1
-    amp_dtype = autocast_dtype(device, hp.precision)
-    try:
-        test_loss = evaluate(
-            result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches
-        )
-        print("=" * 89)
-        print(
-            f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}"
-        )
-        print("=" * 89)
-        record.update(test_loss=test_loss, test_ppl=math.exp(test_loss))
-        sentences = generate_sentences(
-            result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed
-        )
-    except KeyboardInterrupt:  # a (second) Ctrl-C or `kill` after training: what is saved stays
-        save(result)
-        print(
-            f"Interrupted after training: the history ({out / 'metrics.json'}) and best weights "
-            f"({out / 'best_model.pt'}) are saved"
-            f"{'' if 'test_ppl' in record else ', without the test pass'}.",
-            file=sys.stderr,
-        )
-        return 130
-    record["sentences"] = sentences
-    for sentence in record["sentences"]:
-        print(sentence)
-    save(result)
-    from hw3.plots import plot_history
-
-    figure = out / "loss_ppl.png"
-    plot_history(result.history, test_loss=test_loss, best_epoch=result.best_epoch, path=figure)
-    print(
-        f"history: {out / 'metrics.json'}, best weights: {out / 'best_model.pt'}, curve: {figure}"
-    )
-    return 130 if result.interrupted else 0
+def _numpy_state_from_tensors(state: tuple) -> tuple:
+    name, keys, position, has_gauss, cached = state
+    return (name, keys.numpy().astype(np.uint32), position, has_gauss, cached)
 
 
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+if __name__ == "__main__":  # `python -m hw3.train`: the command line lives in hw3.cli
+    from hw3.cli import main
 
-
-def _parse_override(item: str) -> tuple[str, object]:
-    """``name=value`` with value parsed as a Python literal when it is one (``lr=5e-3``,
-    ``norm_first=True``); ``true``/``false`` in any case are booleans too, as ``submission.toml``
-    and the README write them."""
-    import ast
-
-    name, sep, text = item.partition("=")
-    if not sep:
-        raise ValueError(f"override {item!r} must look like NAME=VALUE")
-    if text.strip().lower() in ("true", "false"):
-        return name, text.strip().lower() == "true"
-    try:
-        return name, ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return name, text
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from hw3.metrics import MetricsError, read_metrics
 
 from hw3build.config import ConfigError, SubmissionConfig, load_config
 from hw3build.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
@@ -222,10 +222,10 @@ def _locked_build(
 
     with run("execute") as note:
         execution = stages.execute(notebook, config.notebook_parameters(), paths.run_root, force=force)
-        metrics_path = Path(execution.metrics_path)
-        if not metrics_path.is_file():
-            raise StageError(f"the notebook ran but wrote no metrics file ({metrics_path})")
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        try:
+            metrics = read_metrics(execution.metrics_path)
+        except MetricsError as exc:
+            raise StageError(f"the notebook's record is unusable: {exc}") from None
         note(f"cache {'hit' if execution.cache_hit else 'miss'}, key {str(execution.key)[:12]}")
     execution_info = {
         "key": str(execution.key),

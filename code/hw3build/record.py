@@ -130,8 +130,8 @@ def collect_record(
         "seed": config.hparams.seed,
         "device": {
             "requested": config.device,
-            "used": metrics.get("device"),
-            "torch_version_in_notebook": metrics.get("torch_version"),
+            "used": metrics.get("run", {}).get("device"),
+            "torch_version_in_notebook": metrics.get("run", {}).get("torch_version"),
         },
         "versions": package_versions(),
         "tex": {tool: tool_version(tool) for tool in TEX_TOOLS},

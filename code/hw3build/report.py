@@ -24,6 +24,7 @@ from typing import Any
 
 import jinja2
 import nbformat
+from hw3.metrics import MetricsError, check_metrics
 
 from hw3build.latex import (
     REQUIRED_TOOLS,
@@ -51,7 +52,6 @@ THEORY_PREAMBLE = "preamble.tex"
 CURVES_NAME = "loss_ppl.png"
 TEX_NAME = "report.tex"
 TMP_PREFIX = ".tex-"
-REQUIRED_METRICS = ("test_loss", "test_ppl", "best_epoch", "best_val_ppl", "history", "sentences")
 
 
 def _jinja_env() -> jinja2.Environment:
@@ -203,8 +203,9 @@ def _context(
     config_path = getattr(config, "path", None)
     run_rows = [
         ("profile", metrics.get("profile")),
-        ("device", metrics.get("device")),
-        ("torch version", metrics.get("torch_version")),
+        ("device", metrics["run"].get("device_name")),
+        ("precision", metrics["run"].get("precision")),
+        ("torch version", metrics["run"].get("torch_version")),
         *[(f"timings.{k}", f"{v:.1f} s" if isinstance(v, int | float) else v) for k, v in timings.items()],
         *_flatten(metrics.get("data", {}), "data"),
     ]
@@ -239,7 +240,7 @@ def _context(
             "best_epoch": best_epoch,
             "epochs": len(history) or hparams.get("epochs", "?"),
             "train_time": _duration(timings.get("train_seconds")),
-            "device": str(metrics.get("device", "?")),
+            "device": str(metrics["run"].get("device_name", "?")),
         },
         "curves": curves,
         "sentences": [sanitize(str(sentence)) for sentence in metrics.get("sentences", [])],
@@ -307,9 +308,10 @@ def render_report_tex(
 ) -> Path:
     """Assemble the TeX tree for the report in ``workdir``; return the main ``.tex`` (no TeX run)."""
     theory_src, checks_dir, executed_nb = Path(theory_src), Path(checks_dir), Path(executed_nb)
-    absent = [key for key in REQUIRED_METRICS if key not in metrics]
-    if absent:
-        raise ReportError(f"the run's metrics lack {', '.join(absent)} (see interfaces.md for the schema)")
+    try:
+        check_metrics(metrics, source="the run's metrics.json")
+    except MetricsError as exc:
+        raise ReportError(str(exc)) from None
     missing = [name for _, name in QUESTIONS if not (theory_src / name).is_file()]
     if missing:
         raise ReportError(f"theory answers missing in {theory_src}: {', '.join(missing)}")

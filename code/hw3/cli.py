@@ -1,0 +1,225 @@
+"""``python -m hw3.train``: train the language model outside the notebook.
+
+The same functions as the notebook, in the same order: load the data, build the given model,
+``fit``, test the best model, generate three sentences, and write the run's record with
+``hw3.metrics.write_metrics``. The output folder gets ``metrics.json``, ``best_model.pt`` (the best
+weights), ``loss_ppl.png`` (the curves) and, after every epoch, ``checkpoint.pt``: after Ctrl-C,
+``kill`` or a lost session, the same command with ``--resume`` continues from the last finished
+epoch exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hw3.data import load_splits, summary
+from hw3.download import DataError, wikitext2_dir
+from hw3.files import write_atomic
+from hw3.generate import generate_sentences
+from hw3.hparams import PROFILES, HParams, profile_defaults
+from hw3.metrics import METRICS_NAME, metrics_record, write_metrics
+from hw3.plots import plot_history
+from hw3.train import (
+    FitResult,
+    autocast_dtype,
+    build_model,
+    checkpoint_state,
+    evaluate,
+    fit,
+    resolve_device,
+    resolved_run,
+    set_seed,
+)
+
+BEST_MODEL_NAME = "best_model.pt"
+CHECKPOINT_NAME = "checkpoint.pt"
+CURVES_NAME = "loss_ppl.png"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hw3.train", description="Train the WikiText-2 Transformer LM."
+    )
+    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--epochs", type=int, help="override the profile's number of epochs")
+    parser.add_argument(
+        "--data-dir", help="folder with wiki.{train,valid,test}.tokens (default: cache/download)"
+    )
+    parser.add_argument("--out", default="build/train", help="output folder (default: build/train)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",  # repeating --set adds to the overrides
+        default=[],
+        metavar="NAME=VALUE",
+        help="override hyper-parameters (repeatable): the fields of hw3.hparams.HParams",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run whose checkpoint.pt is in --out after its last finished epoch",
+    )
+    return parser
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """``name=value``, the value read as a Python literal when it is one (``lr=5e-3``,
+    ``norm_first=True``); ``true``/``false`` in any case are booleans, as in ``submission.toml``."""
+    name, sep, text = item.partition("=")
+    if not sep:
+        raise ValueError(f"override {item!r} must look like NAME=VALUE")
+    if text.strip().lower() in ("true", "false"):
+        return name, text.strip().lower() == "true"
+    try:
+        return name, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return name, text
+
+
+def hparams_from_args(args: argparse.Namespace) -> HParams:
+    """The profile's hyper-parameters with ``--epochs`` and ``--set`` applied
+    (ValueError if invalid)."""
+    overrides = dict(parse_override(item) for item in args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    return HParams.from_dict({**profile_defaults(args.profile).to_dict(), **overrides})
+
+
+def load_checkpoint(path: Path, hp: HParams, device: torch.device) -> dict[str, Any]:
+    """The checkpoint at ``path`` for ``fit(..., resume=...)``; ValueError if it is missing or was
+    trained with other hyper-parameters (a field it lacks counts as different)."""
+    if not path.exists():
+        raise ValueError(f"--resume: no checkpoint at {path}")
+    state = torch.load(path, map_location=device, weights_only=True)
+    saved, current = state.pop("hparams"), hp.to_dict()
+    differ = sorted(
+        k for k in saved.keys() | current.keys() if saved.get(k, "<absent>") != current.get(k)
+    )
+    if differ:
+        details = ", ".join(
+            f"{k}: {saved.get(k, '<absent>')!r} there, {current.get(k)!r} now" for k in differ
+        )
+        raise ValueError(
+            f"--resume: {path} was trained with other hyper-parameters ({details}); "
+            "pass the same --profile/--epochs/--set as that run"
+        )
+    return state
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+class RunRecorder:
+    """Writes the run's record and best weights after every epoch and at the end."""
+
+    def __init__(self, out: Path, base: dict[str, Any], started: float) -> None:
+        self.out, self.base, self.started = out, base, started
+
+    def save(self, result: FitResult, **finished: Any) -> None:
+        record = metrics_record(
+            **self.base, fit_result=result, total_seconds=time.time() - self.started, **finished
+        )
+        write_metrics(self.out, record)
+        if result.best_model is not None:
+            save_torch(self.out / BEST_MODEL_NAME, result.best_model.state_dict())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:  # refuse bad hyper-parameters before any data is loaded
+        hp = hparams_from_args(args)
+        folder = wikitext2_dir(data_dir=args.data_dir)
+    except (ValueError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(args.device)
+    started = time.time()
+    try:
+        resume = load_checkpoint(out / CHECKPOINT_NAME, hp, device) if args.resume else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    vocab, train_data, val_data, test_data = load_splits(
+        folder, hp.batch_size, hp.eval_batch_size, device
+    )
+    run = resolved_run(device, hp)
+    print(hp.describe(), flush=True)
+    print(f"running on {run['device']} ({run['precision']}, {run['threads']} threads)", flush=True)
+    if resume is not None:
+        print(f"resuming after epoch {resume['epoch']} of {hp.epochs}", flush=True)
+    set_seed(hp.seed)
+    model = build_model(len(vocab), hp).to(device)
+    recorder = RunRecorder(
+        out,
+        {"profile": args.profile, "hparams": hp.to_dict(), "run": run, "data": summary(folder)},
+        started,
+    )
+
+    def save_epoch(result: FitResult) -> None:  # after every epoch: what --resume continues from
+        recorder.save(result)
+        save_torch(
+            out / CHECKPOINT_NAME, {"hparams": hp.to_dict(), **checkpoint_state(model, result)}
+        )
+
+    # `kill PID` (SIGTERM) stops like Ctrl-C: the best model so far is kept, tested and saved
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    progress = sys.stderr.isatty()
+    result = fit(
+        model, train_data, val_data, hp, progress=progress, on_epoch_end=save_epoch, resume=resume
+    )
+    recorder.save(result)
+    if result.best_model is None:
+        print("no epoch finished; nothing to evaluate", file=sys.stderr)
+        return 1
+    try:
+        amp_dtype = autocast_dtype(device, hp.precision)
+        test_loss = evaluate(
+            result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches
+        )
+        print("=" * 89)
+        print(
+            f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}"
+        )
+        print("=" * 89)
+        sentences = generate_sentences(
+            result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed
+        )
+    except KeyboardInterrupt:  # a (second) Ctrl-C or `kill` after training: what is saved stays
+        print(
+            f"Interrupted after training: the history ({out / METRICS_NAME}) and best weights "
+            f"({out / BEST_MODEL_NAME}) are saved, without the test pass.",
+            file=sys.stderr,
+        )
+        return 130
+    for sentence in sentences:
+        print(sentence)
+    figure = out / CURVES_NAME
+    plot_history(result.history, test_loss=test_loss, best_epoch=result.best_epoch, path=figure)
+    recorder.save(result, test_loss=test_loss, sentences=sentences, figures=[CURVES_NAME])
+    print(f"history: {out / METRICS_NAME}, best weights: {out / BEST_MODEL_NAME}, curve: {figure}")
+    return 130 if result.interrupted else 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())
