@@ -95,8 +95,16 @@ def bench(c: Context, args: str = "") -> None:
         c.run(f"{sys.executable} benchmarks/bench_train.py {args}".rstrip(), pty=False)
 
 
-@task(help={"out": "output folder (default: build/theory)"})
-def theory(c: Context, out: str = str(BUILD_DIR / "theory")) -> None:
-    """Run the numerical checks behind the theory answers (python -m hw3.theory_checks)."""
+@task(
+    help={
+        "out": "output folder (default: build/theory)",
+        "pdf": "also compile theory/standalone.tex to this PDF, e.g. build/theory/standalone.pdf",
+    }
+)
+def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
+    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.theory)."""
+    command = f"{sys.executable} -m hw3build.theory --out {shlex.quote(out)}"
+    if pdf:
+        command += f" --pdf {shlex.quote(pdf)}"
     with c.cd(str(ROOT)):
-        c.run(f"{sys.executable} -m hw3.theory_checks --out {shlex.quote(out)}", pty=False)
+        c.run(command, pty=False)

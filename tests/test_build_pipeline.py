@@ -234,8 +234,8 @@ def test_theory_checks_are_reused_until_the_hw3_sources_change(
     again = FakeStages()
     _, output = run_build(config, again)
     assert [stage for stage, _ in again.calls] == ["render", "execute", "report"]
-    assert "hw3 sources unchanged" in output
-    monkeypatch.setattr(build_module, "theory_inputs_key", lambda: "0" * 64)  # as if hw3 code changed
+    assert "the checks' inputs are unchanged" in output
+    monkeypatch.setattr(build_module, "theory_inputs_key", lambda: "0" * 64)  # as if the checks changed
     changed = FakeStages()
     run_build(config, changed)
     assert [stage for stage, _ in changed.calls] == ["render", "execute", "theory", "report"]

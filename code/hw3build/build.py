@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -70,15 +67,15 @@ def run_execute(nb_path: Path, parameters: dict[str, Any], run_root: Path, *, fo
 
 
 def run_theory_checks(out_dir: Path, project_root: Path) -> str:
-    """``python -m hw3.theory_checks --out out_dir``; returns its output, raises StageError on failure."""
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    command = [sys.executable, "-m", "hw3.theory_checks", "--out", str(out_dir)]
-    done = subprocess.run(command, cwd=project_root, env=env, capture_output=True, text=True, check=False)
-    output = (done.stdout + done.stderr).strip()
-    if done.returncode != 0:
-        tail = "\n".join(output.splitlines()[-20:])
-        raise StageError(f"`{' '.join(command[1:])}` exited with {done.returncode}:\n{tail}")
-    return output
+    from hw3build.theory import run_theory_checks as run_checks
+
+    return run_checks(out_dir, project_root)
+
+
+def theory_inputs_key() -> str:
+    from hw3build.theory import theory_inputs_key as inputs_key
+
+    return inputs_key()
 
 
 def run_report(
@@ -235,12 +232,11 @@ def _locked_build(
     }
 
     with run("theory") as note:
-        # The checks depend only on the hw3 sources (and the numeric libraries): reuse them when unchanged,
-        # so a rebuild after editing prose or templates does not redo them.
+        # Reused while what the checks read is unchanged (hw3build.theory.theory_inputs_key).
         key = theory_inputs_key()
         key_file = paths.theory_out / THEORY_KEY_NAME
         if not force and key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:
-            note("reused: hw3 sources unchanged")
+            note("reused: the checks' inputs are unchanged")
         else:
             key_file.unlink(missing_ok=True)
             stages.theory(paths.theory_out, paths.project_root)
@@ -346,23 +342,6 @@ class _StageRunner:
         self.timings[name] = time.monotonic() - start
         extra = f" ({'; '.join(notes)})" if notes else ""
         self.say(f"[{number}/{len(STAGE_NAMES)}] {name} done in {_seconds(self.timings[name])}{extra}")
-
-
-def theory_inputs_key() -> str:
-    """sha256 of everything the theory checks' results depend on: the hw3 sources and numeric libraries."""
-    import hw3
-
-    package = Path(hw3.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    for name in ("torch", "numpy", "matplotlib"):
-        try:
-            version = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            version = "absent"
-        digest.update(f"{name}=={version}\n".encode())
-    return digest.hexdigest()
 
 
 def _data_dir_used(executed_nb: Path) -> Path | None:
