@@ -87,13 +87,15 @@ def open_sweep_storage(location: str, heartbeat: int = DEFAULT_HEARTBEAT_S) -> B
                 f"storage {location!r}: workers share a journal file (one machine) or PostgreSQL "
                 "(postgresql+psycopg://USER@HOST/DB, several machines)"
             )
-        return RDBStorage(
-            location,
-            heartbeat_interval=heartbeat,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=retry_callback(),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        with warnings.catch_warnings():  # the heartbeat arguments are "experimental" since 2.x
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(
+                location,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
+                heartbeat_stale_trial_callback=retry_callback(),
+                engine_kwargs={"pool_pre_ping": True},
+            )
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     return HeartbeatJournalStorage(JournalFileBackend(str(path)), heartbeat, grace)

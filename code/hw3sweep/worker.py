@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,11 @@ class Trainer:
 
         try:
             result = fit(model, self.train_data, self.val_data, hp, progress=False, on_epoch_end=report)
-        except TrainingDiverged as exc:  # a configuration whose loss became NaN: as bad as it gets
-            trial.set_user_attr("diverged", str(exc))
-            raise optuna.TrialPruned(str(exc)) from None
+        except (TrainingDiverged, OverflowError) as exc:
+            # a configuration whose loss became NaN, or whose validation loss is beyond exp()'s
+            # range (hw3.train.fit prints its perplexity): as bad as a configuration gets
+            trial.set_user_attr("diverged", f"{type(exc).__name__}: {exc}")
+            raise optuna.TrialPruned(f"diverged ({exc})") from None
         trial.set_user_attr("train_seconds", result.train_seconds)
         if result.interrupted:
             raise KeyboardInterrupt
@@ -246,6 +249,11 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # the heartbeat is Optuna's, driven by this loop rather than Study.optimize: on purpose
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings(
+        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+    )
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops like Ctrl-C
     try:
         return work(args)
