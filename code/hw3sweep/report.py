@@ -203,10 +203,14 @@ def draw_figures(study: optuna.Study, trials: list[FrozenTrial], folder: Path) -
 
     view = optuna.create_study(direction="minimize")  # the trials of one budget, in memory
     view.add_trials([t for t in trials if t.state.is_finished()])
+    finished = view.get_trials(deepcopy=False)
+    names = sorted({name for t in finished for name in t.params})
+    # parameters that took one value only (or that one trial set) say nothing and crowd the axes
+    varying = [n for n in names if len({repr(t.params.get(n)) for t in finished}) > 1]
     figures = {
         "optimization_history": plots.plot_optimization_history,
-        "parallel_coordinate": plots.plot_parallel_coordinate,
-        "param_importances": plots.plot_param_importances,
+        "parallel_coordinate": lambda s: plots.plot_parallel_coordinate(s, params=varying),
+        "param_importances": lambda s: plots.plot_param_importances(s, params=varying),
         "intermediate_values": plots.plot_intermediate_values,
     }
     drawn: dict[str, str] = {}
@@ -220,7 +224,7 @@ def draw_figures(study: optuna.Study, trials: list[FrozenTrial], folder: Path) -
                 warnings.simplefilter("ignore")
                 axes = plot(view)
             figure = getattr(axes, "figure", None) or plt.gcf()
-            figure.set_size_inches(9, 5.5)
+            figure.set_size_inches(12 if name == "parallel_coordinate" else 9, 5.5)
             figure.tight_layout()
             write_atomic(
                 path, lambda f, fig=figure: fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
