@@ -30,6 +30,7 @@ from hw3.download import DataError, wikitext2_dir
 from hw3.studies import JOURNAL_SUFFIX, SWEEPS_DIR, StudyError, check_study_name, is_url, study_location
 
 from hw3sweep.budgets import BUDGETS, get_budget
+from hw3sweep.report import fmt
 from hw3sweep.space import space_params
 from hw3sweep.storage import DEFAULT_HEARTBEAT_S, budget_lock, open_sweep_storage
 from hw3sweep.worker import FINISHED
@@ -131,7 +132,7 @@ def cores() -> int:
 
 
 def describe_trial(trial: optuna.trial.FrozenTrial) -> str:
-    value = "" if trial.value is None else f"validation ppl {trial.value:8.2f}"
+    value = "" if trial.value is None else f"validation ppl {fmt(trial.value):>8s}"
     history = trial.user_attrs.get("history") or []
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     return (
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     name = check_study_name(args.study or f"sweep-{settings['budget']}")
     if args.workers < 1 or args.trials < 1:
         raise StudyError("--workers and --trials must be at least 1")
-    location = args.storage or str(SWEEPS_DIR / f"{name}{JOURNAL_SUFFIX}")
+    location = study_location(name, args.storage)
     folder = corpus_folder(args)
     study = open_study(location, name, settings)
     threads = max(1, cores() // args.workers)
@@ -240,7 +241,7 @@ def resolve_study(args: argparse.Namespace) -> tuple[str, str]:
     name = args.study
     if name is None:
         if args.storage and is_url(args.storage):
-            names = [s.study_name for s in optuna.get_all_study_summaries(args.storage)]
+            names = optuna.get_all_study_names(storage=args.storage)
             if len(names) != 1:
                 raise StudyError(f"{args.storage} holds studies {names}: pass --study NAME")
             name = names[0]

@@ -18,6 +18,7 @@ process (Ctrl-C, SIGTERM) ends FAIL and is enqueued again once, as a dead worker
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -32,7 +33,8 @@ from typing import Any
 import optuna
 import torch
 from hw3.data import load_splits, summary
-from hw3.hparams import HParams
+from hw3.files import write_atomic
+from hw3.hparams import FIXED, HParams
 from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR
 from hw3.train import TrainingDiverged, build_model, fit, resolve_device, resolved_run, set_seed
 from optuna.storages._heartbeat import get_heartbeat_thread
@@ -75,8 +77,6 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 def worker_seed(seed: int, index: int) -> int:
     """The sampler's seed of worker ``index`` on this machine: distinct across workers and machines
     (same seeds would sample the same first configurations), the same on a rerun of one machine."""
-    import hashlib
-
     key = f"{seed}:{socket.gethostname()}:{index}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
 
@@ -95,9 +95,10 @@ class Trainer:
         torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.corpus = corpus
+        # the test split is loaded with the others but never used while tuning
         self.vocab, self.train_data, self.val_data, _ = load_splits(
-            corpus, 20, 10, self.device
-        )  # the test split is never used while tuning
+            corpus, FIXED["batch_size"], FIXED["eval_batch_size"], self.device
+        )
         self.data = summary(corpus)
         self.git = git_commit()
 
@@ -140,8 +141,6 @@ def keep_if_best(study: optuna.Study, number: int, value: float, model: torch.nn
     if done and value >= min(done):
         return
     folder = weights_dir(name)
-    from hw3.files import write_atomic
-
     write_atomic(weights_path(name, number), lambda f: torch.save(model.state_dict(), f))
     for other in folder.glob("trial-*.pt"):
         if other.name != f"trial-{number}.pt":
