@@ -29,7 +29,7 @@ from hw3.studies import StudyError, is_url
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface fail_stale_trials reads
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.trial import TrialState
 
 HEARTBEAT_ATTR = "hw3sweep:heartbeat"  # a running trial's last heartbeat (Unix time), journal only
@@ -47,7 +47,7 @@ def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     """Optuna's JournalStorage with Optuna's heartbeat interface (see the module docstring)."""
 
-    def __init__(self, backend: JournalFileBackend, interval: int, grace: int) -> None:
+    def __init__(self, backend: BaseJournalBackend, interval: int, grace: int) -> None:
         super().__init__(backend)
         self._interval, self._grace = interval, grace
         self._callback = retry_callback()
