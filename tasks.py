@@ -108,3 +108,44 @@ def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = N
         command += f" --pdf {shlex.quote(pdf)}"
     with c.cd(str(ROOT)):
         c.run(command, pty=False)
+
+
+@task(
+    help={
+        "study": "the study's name (default: sweep-BUDGET; --report/--apply: the latest)",
+        "trials": "finished trials the study should reach (all workers and machines together)",
+        "workers": "worker processes on this machine (each gets cores / workers threads)",
+        "timeout": "seconds after which the workers start no new trial",
+        "storage": "journal file, or postgresql+psycopg://USER@HOST/DB to share the study between machines",
+        "budget": "quick | proxy (3,000 steps) | full: how long each trial trains",
+        "report": "write the study's report (build/sweeps/STUDY/) instead of running trials",
+        "apply": "write the best trial's settings into submission.toml (shows the difference first)",
+        "args": "more arguments for python -m hw3sweep (see its --help), e.g. '--pruner halving'",
+    }
+)
+def sweep(
+    c: Context,
+    study: str | None = None,
+    trials: int | None = None,
+    workers: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    budget: str | None = None,
+    report: bool = False,
+    apply: bool = False,
+    args: str = "",
+) -> None:
+    """Tune the hyper-parameters as an Optuna study (python -m hw3sweep): run, --report or --apply."""
+    options = {
+        "--study": study,
+        "--trials": trials,
+        "--workers": workers,
+        "--timeout": timeout,
+        "--storage": storage,
+        "--budget": budget,
+    }
+    argv = [f"{flag} {shlex.quote(str(value))}" for flag, value in options.items() if value is not None]
+    argv += ["--report"] if report else []
+    argv += ["--apply"] if apply else []
+    with c.cd(str(ROOT)):
+        c.run(" ".join([sys.executable, "-m", "hw3sweep", *argv, args]).rstrip(), pty=False)

@@ -11,6 +11,8 @@ after every optimizer step). After each epoch it prints the validation perplexit
 average; at the end the test perplexity of the best model (what ``hw3.train`` reports) and of each average at
 its best epoch. The model's own figures are the proxy's control: they must equal the recorded run's.
 Averaging is a change of the training procedure only (the model and its code stay the assignment's).
+Not a hyper-parameter of ``hw3`` (so not something a study can search): its recorded run lives in the
+``history`` study (``benchmarks/studies/history.journal``, the trials whose ``variant`` names the EMA).
 """
 
 import argparse

@@ -43,7 +43,26 @@ def test_range_edges_are_accepted(name: str) -> None:
 def test_emsize_must_be_divisible_by_nhead() -> None:
     with pytest.raises(ValueError, match="divisible"):
         HParams(emsize=250, nhead=3)
-    assert HParams(emsize=201, nhead=3).nhead == 3
+    assert HParams(emsize=204, nhead=3).nhead == 3
+
+
+def test_emsize_must_be_even_for_the_positional_encoding() -> None:
+    """201 = 3 x 67 was accepted, then the given PositionalEncoding failed to build (it fills the
+    columns in sin/cos pairs); found by the first tuning study sampling nhead = 3."""
+    with pytest.raises(ValueError, match="multiple of 6"):
+        HParams(emsize=201, nhead=3)
+
+
+@pytest.mark.parametrize("nhead", [2, 3, 4])
+def test_every_emsize_the_box_allows_builds_the_given_model(nhead: int) -> None:
+    from hw3.model import TransformerModel
+
+    for emsize in range(200, 251):
+        try:
+            hp = HParams(emsize=emsize, nhead=nhead)
+        except ValueError:
+            continue
+        TransformerModel(10, hp.emsize, hp.nhead, 8, 2, 0.0, True)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,10 @@ The same functions as the notebook, in the same order: load the data, build the 
 weights), ``loss_ppl.png`` (the curves) and, after every epoch, ``checkpoint.pt``: after Ctrl-C,
 ``kill`` or a lost session, the same command with ``--resume`` continues from the last finished
 epoch exactly as if it had not stopped.
+
+``--from-study STUDY --trial N [--storage URL]`` re-runs a trial of a tuning study exactly: its
+complete recorded hyper-parameters replace the profile's (``--epochs`` and ``--set`` still apply on
+top); where studies are stored is :mod:`hw3.studies`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from hw3.generate import generate_sentences
 from hw3.hparams import PROFILES, HParams, profile_defaults
 from hw3.metrics import METRICS_NAME, metrics_record, write_metrics
 from hw3.plots import plot_history
+from hw3.studies import StudyError, load_trial, trial_hparams
 from hw3.train import (
     FitResult,
     autocast_dtype,
@@ -49,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m hw3.train", description="Train the WikiText-2 Transformer LM."
     )
-    parser.add_argument("--profile", choices=PROFILES, default="quick")
+    parser.add_argument("--profile", choices=PROFILES, help="quick (default) or full")
     parser.add_argument("--epochs", type=int, help="override the profile's number of epochs")
     parser.add_argument(
         "--data-dir", help="folder with wiki.{train,valid,test}.tokens (default: cache/download)"
@@ -70,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run whose checkpoint.pt is in --out after its last finished epoch",
     )
+    study = parser.add_argument_group("re-run a trial of a tuning study (hw3.studies)")
+    study.add_argument("--from-study", metavar="STUDY", help="the study's name, e.g. history")
+    study.add_argument("--trial", type=int, metavar="N", help="the trial's number in the study")
+    study.add_argument(
+        "--storage",
+        metavar="URL_OR_PATH",
+        help="the study's storage (default: its journal under benchmarks/studies or build/sweeps)",
+    )
     return parser
 
 
@@ -87,13 +100,35 @@ def parse_override(item: str) -> tuple[str, object]:
         return name, text
 
 
-def hparams_from_args(args: argparse.Namespace) -> HParams:
-    """The profile's hyper-parameters with ``--epochs`` and ``--set`` applied
-    (ValueError if invalid)."""
+def run_settings(args: argparse.Namespace) -> tuple[str, HParams]:
+    """The run's profile label and hyper-parameters: the profile's (or, with ``--from-study``, the
+    trial's complete recorded ones) with ``--epochs`` and ``--set`` applied (ValueError if invalid
+    or if the trial cannot be found)."""
     overrides = dict(parse_override(item) for item in args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
-    return HParams.from_dict({**profile_defaults(args.profile).to_dict(), **overrides})
+    if args.from_study is None:
+        if args.trial is not None or args.storage is not None:
+            raise ValueError("--trial and --storage go with --from-study STUDY")
+        profile = args.profile or "quick"
+        return profile, HParams.from_dict({**profile_defaults(profile).to_dict(), **overrides})
+    if args.trial is None:
+        raise ValueError("--from-study needs --trial N (the trial's number in the study)")
+    if args.profile is not None:
+        raise ValueError("--from-study takes the trial's hyper-parameters: leave out --profile")
+    try:
+        trial = load_trial(args.from_study, args.trial, args.storage)
+        base = trial_hparams(trial).to_dict()
+    except StudyError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"trial {args.trial} of study {args.from_study!r}: its recorded hyper-parameters")
+    profile = str(trial.user_attrs.get("profile", "full"))
+    return profile, HParams.from_dict({**base, **overrides})
+
+
+def hparams_from_args(args: argparse.Namespace) -> HParams:
+    """The run's hyper-parameters (see :func:`run_settings`)."""
+    return run_settings(args)[1]
 
 
 def load_checkpoint(path: Path, hp: HParams, device: torch.device) -> dict[str, Any]:
@@ -139,7 +174,7 @@ class RunRecorder:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:  # refuse bad hyper-parameters before any data is loaded
-        hp = hparams_from_args(args)
+        profile, hp = run_settings(args)
         folder = wikitext2_dir(data_dir=args.data_dir)
     except (ValueError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -168,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(len(vocab), hp).to(device)
     recorder = RunRecorder(
         out,
-        {"profile": args.profile, "hparams": hp.to_dict(), "run": run, "data": summary(folder)},
+        {"profile": profile, "hparams": hp.to_dict(), "run": run, "data": summary(folder)},
         started,
     )
 

@@ -1,0 +1,297 @@
+"""``python -m hw3sweep`` (``invoke sweep``): run, report and apply a tuning study.
+
+    python -m hw3sweep [--study NAME] [--trials N] [--workers K] [--timeout S] [--storage URL]
+                       [--budget quick|proxy|full] [--pruner median|halving|none] [--set NAME=VALUE ...]
+    python -m hw3sweep --report [--study NAME] [--storage URL] [--out FILE.md]
+    python -m hw3sweep --apply [--study NAME] [--storage URL] [--config submission.toml] [--trial N]
+
+A run starts K worker processes (:mod:`hw3sweep.worker`) on this machine against one study and shows
+each trial as it ends; another machine joins the same study by running the same command with the
+same ``--storage`` (PostgreSQL). ``--trials N`` is the study's target of finished (complete or
+pruned) trials, whoever runs them: a second machine's same command adds workers, not trials, and
+running it again after the target is reached does nothing. Each worker gets cores / K threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hw3.cli import parse_override
+from hw3.download import DataError, wikitext2_dir
+from hw3.studies import JOURNAL_SUFFIX, SWEEPS_DIR, StudyError, check_study_name, is_url, study_location
+
+from hw3sweep.budgets import BUDGETS, get_budget
+from hw3sweep.report import fmt
+from hw3sweep.space import space_params
+from hw3sweep.storage import DEFAULT_HEARTBEAT_S, budget_lock, open_sweep_storage
+from hw3sweep.worker import FINISHED
+
+DEFAULT_TRIALS = 10
+POLL_S = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hw3sweep",
+        description="Tune the hyper-parameters in the assignment's box as an Optuna study.",
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--report", action="store_true", help="write the study's report (no training)")
+    action.add_argument("--apply", action="store_true", help="write the best trial into submission.toml")
+    parser.add_argument(
+        "--study", help="the study's name (default: sweep-BUDGET; for --report/--apply: the latest)"
+    )
+    parser.add_argument(
+        "--storage", help="journal file or postgresql+psycopg:// URL (default: build/sweeps/STUDY.journal)"
+    )
+    parser.add_argument(
+        "--trials", type=int, default=DEFAULT_TRIALS, help="finished trials the study should reach"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    parser.add_argument("--timeout", type=float, help="seconds after which workers start no new trial")
+    parser.add_argument("--budget", choices=list(BUDGETS), help="how long each trial trains (default: proxy)")
+    parser.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                        help="fix hyper-parameters for every trial (a searched one is then not searched)")  # fmt: skip
+    parser.add_argument(
+        "--data-dir", help="the WikiText-2 folder (default: HW3_DATA_DIR, the cache, a download)"
+    )
+    parser.add_argument("--corpus", help="a folder of wiki.{train,valid,test}.tokens used unchecked (tests)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (K workers share one GPU)")
+    parser.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S,
+                        help="seconds between a running trial's heartbeats; 3 missed = a dead worker")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=211, help="base of the samplers' seeds")
+    parser.add_argument("--no-report", action="store_true", help="do not write the report after the run")
+    parser.add_argument("--out", help="--report: the markdown file (default: build/sweeps/STUDY/report.md)")
+    parser.add_argument("--no-test", action="store_true", help="--report: do not evaluate the test split")
+    parser.add_argument("--config", default="submission.toml", help="--apply: the file to write")
+    parser.add_argument("--trial", type=int, help="--apply: this trial instead of the best")
+    return parser
+
+
+def latest_study() -> str:
+    """The study whose journal under build/sweeps changed last."""
+    journals = sorted(SWEEPS_DIR.glob(f"*{JOURNAL_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+    if not journals:
+        raise StudyError(f"no study in {SWEEPS_DIR}: run a sweep first, or pass --study NAME")
+    return journals[-1].name[: -len(JOURNAL_SUFFIX)]
+
+
+def study_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What every worker of the study must agree on (stored in the study, checked on joining)."""
+    budget = get_budget(args.budget or "proxy")
+    fixed = dict(parse_override(item) for item in args.set)
+    budget.base(fixed)  # refuse an unknown name or a value outside the box now
+    return {"budget": budget.name, "pruner": args.pruner, "fixed": fixed}
+
+
+def open_study(location: str, name: str, settings: dict[str, Any]) -> optuna.Study:
+    """Create the study or join it; a new study gets the budget's own settings as its first trial
+    (the baseline). Refuses to join a study created with other settings."""
+    storage = open_sweep_storage(location)
+    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+    with budget_lock(location, name):
+        recorded = {key: study.user_attrs.get(key) for key in settings}
+        if recorded["budget"] is None:
+            for key, value in settings.items():
+                study.set_user_attr(key, value)
+            study.set_user_attr("objective", "validation perplexity (best epoch)")
+            budget = get_budget(settings["budget"])
+            params, _ = space_params(budget.base(settings["fixed"]))
+            study.enqueue_trial({k: v for k, v in params.items() if k not in settings["fixed"]})
+        elif recorded != settings:
+            differ = ", ".join(
+                f"{k}: {recorded[k]!r} there, {settings[k]!r} here"
+                for k in settings
+                if recorded[k] != settings[k]
+            )
+            raise StudyError(f"study {name!r} was started with other settings ({differ}); pass the same, or another --study")  # fmt: skip
+    return study
+
+
+def corpus_folder(args: argparse.Namespace) -> Path:
+    if args.corpus:
+        return Path(args.corpus)
+    return wikitext2_dir(data_dir=args.data_dir)
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def describe_trial(trial: optuna.trial.FrozenTrial) -> str:
+    value = "" if trial.value is None else f"validation ppl {fmt(trial.value):>8s}"
+    history = trial.user_attrs.get("history") or []
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    return (
+        f"trial {trial.number:3d} {trial.state.name:8s} {value:22s} {len(history)} epoch(s) {seconds:6.0f} s"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = study_settings(args)
+    name = check_study_name(args.study or f"sweep-{settings['budget']}")
+    if args.workers < 1 or args.trials < 1:
+        raise StudyError("--workers and --trials must be at least 1")
+    location = study_location(name, args.storage)
+    folder = corpus_folder(args)
+    study = open_study(location, name, settings)
+    threads = max(1, cores() // args.workers)
+    logs = SWEEPS_DIR / name / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(
+        f"study {name!r} in {location}: {args.trials} trials, budget {settings['budget']} "
+        f"({get_budget(settings['budget']).description}), pruner {settings['pruner']}; "
+        f"{args.workers} worker(s) here with {threads} thread(s) each; logs in {logs}",
+        flush=True,
+    )
+    workers = [
+        start_worker(args, name, location, settings, folder, threads, i, logs) for i in range(args.workers)
+    ]
+    try:
+        outcome = watch(study, workers, args.trials)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the workers fail their running trials and enqueue them again", flush=True)
+        for process, _ in workers:
+            process.send_signal(signal.SIGTERM)
+        for process, _ in workers:
+            process.wait(timeout=120)
+        return 130
+    if outcome != 0:
+        return outcome
+    if not args.no_report:
+        from hw3sweep.report import write_report
+
+        write_report(study, location, data_folder=folder, evaluate_test=not args.no_test)
+    return 0
+
+
+def start_worker(
+    args: argparse.Namespace, name: str, location: str, settings: dict[str, Any], folder: Path,
+    threads: int, index: int, logs: Path,
+) -> tuple[subprocess.Popen, Path]:  # fmt: skip
+    command = [
+        sys.executable, "-m", "hw3sweep.worker", "--study", name, "--storage", location,
+        "--trials", str(args.trials), "--budget", settings["budget"], "--pruner", settings["pruner"],
+        "--fixed", json.dumps(settings["fixed"]), "--corpus", str(folder), "--device", args.device,
+        "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--seed", str(args.seed),
+        "--index", str(index),
+    ]  # fmt: skip
+    if args.timeout:
+        command += ["--timeout", str(args.timeout)]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TQDM_DISABLE": "1",
+    }
+    log = logs / f"worker-{index}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    return process, log
+
+
+def watch(study: optuna.Study, workers: list[tuple[subprocess.Popen, Path]], target: int) -> int:
+    """Print each trial as it ends until every worker has exited; 0 when the study reached its
+    target (or the workers' timeout), 1 when workers failed before it."""
+    seen: set[int] = set()
+    started = time.time()
+    while True:
+        running = [p for p, _ in workers if p.poll() is None]
+        trials = study.get_trials(deepcopy=False)
+        for trial in trials:
+            if trial.state.is_finished() and trial.number not in seen:
+                seen.add(trial.number)
+                done = sum(t.state in FINISHED for t in trials)
+                rate = (time.time() - started) / max(1, len(seen))
+                left = max(0, target - done) * rate
+                print(
+                    f"{describe_trial(trial)}   {done}/{target} done, ~{left / 60:.0f} min left", flush=True
+                )
+        if not running:
+            break
+        time.sleep(POLL_S)
+    failed = [(p, log) for p, log in workers if p.returncode not in (0, 130)]
+    for process, log in failed:
+        tail = log.read_text(errors="replace").splitlines()[-15:]
+        print(
+            f"worker {process.args[-1]} exited with {process.returncode}; the end of {log}:", file=sys.stderr
+        )
+        print("\n".join("    " + line for line in tail), file=sys.stderr)
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    print(f"study {study.study_name!r}: {done} of {target} trials finished", flush=True)
+    if done >= target:
+        return 0
+    return 1 if failed else 0  # short of the target without a failure: the timeout
+
+
+def resolve_study(args: argparse.Namespace) -> tuple[str, str]:
+    name = args.study
+    if name is None:
+        if args.storage and is_url(args.storage):
+            names = optuna.get_all_study_names(storage=args.storage)
+            if len(names) != 1:
+                raise StudyError(f"{args.storage} holds studies {names}: pass --study NAME")
+            name = names[0]
+        else:
+            name = latest_study()
+    return name, study_location(name, args.storage)
+
+
+def report(args: argparse.Namespace) -> int:
+    from hw3.studies import open_storage
+
+    from hw3sweep.report import write_report
+
+    name, location = resolve_study(args)
+    study = optuna.load_study(study_name=name, storage=open_storage(location))
+    folder = None
+    if not args.no_test:
+        try:
+            folder = corpus_folder(args)
+        except DataError as exc:
+            print(f"note: no data for the test evaluation ({exc})", file=sys.stderr)
+    write_report(study, location, out=Path(args.out) if args.out else None, data_folder=folder,
+                 evaluate_test=not args.no_test)  # fmt: skip
+    return 0
+
+
+def apply(args: argparse.Namespace) -> int:
+    from hw3.studies import open_storage
+
+    from hw3sweep.apply import apply_trial
+    from hw3sweep.report import chosen_trial
+
+    name, location = resolve_study(args)
+    study = optuna.load_study(study_name=name, storage=open_storage(location))
+    trial = study.get_trials(deepcopy=False)[args.trial] if args.trial is not None else chosen_trial(study)
+    if trial is None:
+        raise StudyError(f"study {name!r} has no complete trial to apply")
+    apply_trial(Path(args.config), trial)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        if args.report:
+            return report(args)
+        if args.apply:
+            return apply(args)
+        return run(args)
+    except (StudyError, DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,317 @@
+"""A study's report: its trials best first, the chosen configuration as ``[hparams]`` lines, the
+figures (matplotlib: they land in PDFs and READMEs as they are) and, once, its test perplexity.
+
+The choice is made on validation only: trials are grouped by configuration (every hyper-parameter
+but the seed), the configuration with the lowest mean validation perplexity wins, and its trial with
+the default seed (else its best) is the chosen trial. Only then is the test split evaluated, for
+that trial alone, and the result recorded in the study (``test_evaluations``) so it is never
+evaluated again: a trial imported from an earlier record brings the test figure measured then.
+
+Files (``build/sweeps/<study>/`` unless ``--out``): ``report.md``, ``summary.md`` (a few rows for
+the README), ``hparams.toml`` (the lines to paste into ``submission.toml``) and ``figures/*.png``;
+with ``--out docs/tuning.md``, the other files go to ``docs/tuning/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hw3.files import write_atomic
+from hw3.hparams import HParams, profile_defaults
+from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR, trial_hparams
+from optuna.trial import FrozenTrial, TrialState
+
+from hw3sweep.apply import NOT_APPLIED, applied_settings, toml_lines
+from hw3sweep.budgets import get_budget
+
+DEFAULT_SEED = HParams().seed
+TEST_EVALUATIONS = "test_evaluations"  # study user attribute: every test evaluation, ever
+MIXED = "mixed"  # the budget of a study whose trials trained for different lengths (history)
+SELECTION_BUDGET = "full"  # in a mixed study, the trials the full profile's default is chosen from
+SUMMARY_ROWS = 5
+
+
+def fmt(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{value:.1f}" if value < 1e5 else f"{value:.1e}"
+
+
+def selection_budget(study: optuna.Study) -> str:
+    budget = study.user_attrs.get("budget", SELECTION_BUDGET)
+    return SELECTION_BUDGET if budget == MIXED else budget
+
+
+def candidates(study: optuna.Study) -> list[FrozenTrial]:
+    """The complete trials of the selection budget that a configuration can reproduce."""
+    budget = selection_budget(study)
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("budget", budget) == budget
+        and HPARAMS_ATTR in t.user_attrs
+        and not t.user_attrs.get("variant")
+    ]
+
+
+def configuration_key(trial: FrozenTrial) -> tuple:
+    settings = dict(trial.user_attrs[HPARAMS_ATTR])
+    settings.pop("seed", None)
+    return tuple(sorted(settings.items()))
+
+
+def ranked_configurations(study: optuna.Study) -> list[list[FrozenTrial]]:
+    """The candidates grouped by configuration, by mean validation perplexity (best first)."""
+    groups: dict[tuple, list[FrozenTrial]] = defaultdict(list)
+    for trial in candidates(study):
+        groups[configuration_key(trial)].append(trial)
+    return sorted(groups.values(), key=lambda g: (statistics.fmean(t.value for t in g), g[0].number))
+
+
+def chosen_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The chosen configuration's trial with the default seed, else its best (None: none)."""
+    ranked = ranked_configurations(study)
+    if not ranked:
+        return None
+    group = ranked[0]
+    default_seed = [t for t in group if t.user_attrs[HPARAMS_ATTR].get("seed") == DEFAULT_SEED]
+    return min(default_seed or group, key=lambda t: t.value)
+
+
+def show(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def differences(trial: FrozenTrial) -> str:
+    """The trial's settings that differ from the full profile's defaults, as name=value (the run's
+    length left out where a budget set it)."""
+    if HPARAMS_ATTR not in trial.user_attrs:
+        return ""
+    defaults = profile_defaults("full").to_dict()
+    hidden = NOT_APPLIED - {"seed"} - ({"epochs"} if trial.user_attrs.get("budget") == "full" else set())
+    changed = [
+        f"{k}={show(v)}"
+        for k, v in trial.user_attrs[HPARAMS_ATTR].items()
+        if defaults.get(k) != v and k not in hidden
+    ]
+    variant = trial.user_attrs.get("variant")
+    return ", ".join(changed + ([f"({variant})"] if variant else [])) or "(the full profile)"
+
+
+def trial_order(trial: FrozenTrial) -> tuple:
+    rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}.get(trial.state, 2)
+    value = trial.value if trial.value is not None and math.isfinite(trial.value) else math.inf
+    return (rank, value, trial.number)
+
+
+def trials_table(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
+    show_budget = len({t.user_attrs.get("budget") for t in trials}) > 1
+    show_test = any("judged_on_test" in t.user_attrs for t in trials)
+    head = (
+        ["trial", "state"]
+        + (["budget"] if show_budget else [])
+        + ["validation ppl", "epochs", "duration", "device"]
+    )
+    head += (["judged on test"] if show_test else []) + ["settings (differences from the full profile)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for trial in sorted(trials, key=trial_order):
+        run = trial.user_attrs.get("run", {})
+        seconds = trial.duration.total_seconds() if trial.duration else trial.user_attrs.get("train_seconds")
+        row = [str(trial.number), trial.state.name.lower()]
+        row += [trial.user_attrs.get("budget", "")] if show_budget else []
+        row += [fmt(trial.value), str(len(trial.user_attrs.get("history") or [])),
+                f"{seconds / 60:.0f} min" if seconds else "–",
+                f"{run.get('device_name', run.get('device', '?'))}, {run.get('precision', '?')}"]  # fmt: skip
+        row += ["yes" if trial.user_attrs.get("judged_on_test") else ""] if show_test else []
+        row += [differences(trial).replace("|", "/")]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def summary_table(study: optuna.Study) -> list[str]:
+    """The few best configurations, for the README (with whether each was judged on test before)."""
+    judged = any("judged_on_test" in t.user_attrs for t in candidates(study))
+    head = "| configuration (differences from the full profile) | validation ppl | trials |"
+    lines = [
+        head + (" judged on test before |" if judged else ""),
+        "|---|---|---|" + ("---|" if judged else ""),
+    ]
+    for group in ranked_configurations(study)[:SUMMARY_ROWS]:
+        group = sorted(group, key=lambda t: t.number)
+        values = ", ".join(fmt(t.value) for t in group)
+        numbers = ", ".join(f"#{t.number}" for t in group)
+        settings = ", ".join(
+            part for part in differences(group[0]).split(", ") if not part.startswith("seed=")
+        )
+        row = f"| {settings or '(the full profile)'} | {values} | {numbers} |"
+        if judged:
+            row += " yes |" if any(t.user_attrs.get("judged_on_test") for t in group) else " no |"
+        lines.append(row)
+    return lines
+
+
+def test_result(study: optuna.Study, trial: FrozenTrial, data_folder: Path | None, evaluate: bool) -> str:
+    """The chosen trial's test perplexity, measured once: recorded with the trial, recorded in the
+    study by an earlier report, or evaluated now from this machine's saved weights."""
+    if "test_ppl" in trial.user_attrs:
+        source = trial.user_attrs.get("source", "its record")
+        return (f"{trial.user_attrs['test_ppl']:.1f}, measured once when the run was recorded "
+                f"({source}); not used to choose it")  # fmt: skip
+    for entry in study.user_attrs.get(TEST_EVALUATIONS, []):
+        if entry["trial"] == trial.number:
+            return f"{entry['test_ppl']:.1f}, evaluated once on {entry['at']} after the choice by validation"
+    from hw3sweep.worker import weights_path
+
+    weights = weights_path(study.study_name, trial.number)
+    if not evaluate or data_folder is None or not weights.is_file():
+        why = (
+            "not asked for"
+            if not evaluate
+            else f"no weights of trial {trial.number} on this machine ({weights})"
+        )
+        if evaluate and data_folder is None:
+            why = "no data folder"
+        return (f"not evaluated ({why}); `python -m hw3.train --from-study {study.study_name} "
+                f"--trial {trial.number}` retrains it and reports it")  # fmt: skip
+    loss = evaluate_test(trial, weights, data_folder)
+    entry = {"trial": trial.number, "test_loss": loss, "test_ppl": math.exp(loss),
+             "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    study.set_user_attr(TEST_EVALUATIONS, [*study.user_attrs.get(TEST_EVALUATIONS, []), entry])
+    return f"{entry['test_ppl']:.1f}, evaluated once now (after the choice by validation)"
+
+
+def evaluate_test(trial: FrozenTrial, weights: Path, data_folder: Path) -> float:
+    """Test loss of a trial's saved best weights (the same functions as hw3.train)."""
+    import torch
+    from hw3.data import load_splits
+    from hw3.train import autocast_dtype, build_model, evaluate, resolve_device
+
+    hp = trial_hparams(trial)
+    device = resolve_device("auto")
+    vocab, _, _, test_data = load_splits(data_folder, hp.batch_size, hp.eval_batch_size, device)
+    model = build_model(len(vocab), hp).to(device)
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    amp = autocast_dtype(device, hp.precision)
+    return evaluate(model, test_data, hp.bptt, None, amp, hp.max_eval_batches)
+
+
+def draw_figures(study: optuna.Study, trials: list[FrozenTrial], folder: Path) -> dict[str, str]:
+    """Optuna's matplotlib figures of ``trials`` (one budget): name -> file, or the reason none."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    view = optuna.create_study(direction="minimize")  # the trials of one budget, in memory
+    view.add_trials([t for t in trials if t.state.is_finished()])
+    finished = view.get_trials(deepcopy=False)
+    names = sorted({name for t in finished for name in t.params})
+    # parameters that took one value only (or that one trial set) say nothing and crowd the axes
+    varying = [n for n in names if len({repr(t.params.get(n)) for t in finished}) > 1]
+    figures = {
+        "optimization_history": plots.plot_optimization_history,
+        "parallel_coordinate": lambda s: plots.plot_parallel_coordinate(s, params=varying),
+        "param_importances": lambda s: plots.plot_param_importances(s, params=varying),
+        "intermediate_values": plots.plot_intermediate_values,
+    }
+    drawn: dict[str, str] = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, plot in figures.items():
+        path = folder / f"{name}.png"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(view)
+            figure = getattr(axes, "figure", None) or plt.gcf()
+            figure.set_size_inches(12 if name == "parallel_coordinate" else 9, 5.5)
+            figure.tight_layout()
+            write_atomic(
+                path, lambda f, fig=figure: fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
+            )
+            drawn[name] = path.name
+        except Exception as exc:  # too few trials for this figure: say so in the report
+            drawn[name] = f"not drawn ({type(exc).__name__}: {exc})"
+        finally:
+            plt.close("all")
+    return drawn
+
+
+def write_report(
+    study: optuna.Study,
+    location: str,
+    *,
+    out: Path | None = None,
+    data_folder: Path | None = None,
+    evaluate_test: bool = True,
+) -> Path:
+    """Write the report files; returns the markdown file's path."""
+    out = out or SWEEPS_DIR / study.study_name / "report.md"
+    figures_dir = out.parent / (out.stem if out.name != "report.md" else "figures")
+    trials = study.get_trials(deepcopy=False)
+    budget = selection_budget(study)
+    pool = [t for t in trials if t.user_attrs.get("budget", budget) == budget]
+    chosen = chosen_trial(study)
+    states = {
+        s.name.lower(): sum(t.state == s for t in trials)
+        for s in TrialState
+        if any(t.state == s for t in trials)
+    }
+    command = f"invoke sweep --report --study {study.study_name}" + (
+        f" --args '--out {out}'" if out.name != "report.md" else ""
+    )
+    lines = [f"# Study `{study.study_name}`", "", f"Generated by `{command}` from the study itself.", ""]
+    lines += [f"Storage: `{location}`. Objective: validation perplexity, best epoch (lower is better); "
+              f"the test split plays no part in the choice. Trials: {len(trials)} "
+              f"({', '.join(f'{n} {s}' for s, n in states.items())}).", ""]  # fmt: skip
+    if study.user_attrs.get("budget") == MIXED:
+        lines += [f"Trials of several lengths: the choice is among the `{budget}` ones "
+                  f"({get_budget(budget).description}).", ""]  # fmt: skip
+    else:
+        lines += [f"Budget `{budget}`: {get_budget(budget).description}.", ""]
+    if chosen is None:
+        lines += ["No complete trial yet: nothing to choose.", ""]
+        settings: dict[str, Any] = {}
+    else:
+        settings = applied_settings(chosen)
+        same = [t.number for t in ranked_configurations(study)[0] if t.number != chosen.number]
+        lines += ["## The chosen configuration", "",
+                  f"Trial {chosen.number}: validation perplexity {fmt(chosen.value)} "
+                  f"(best of {len(candidates(study))} complete `{budget}` trials, by configuration"
+                  + (f"; the same configuration: trial(s) {', '.join(map(str, same))}" if same else "") + ").",
+                  f"Settings: {differences(chosen)}.", "",
+                  f"**Test perplexity**: {test_result(study, chosen, data_folder, evaluate_test)}.", "",
+                  f"Re-run it exactly: `python -m hw3.train --from-study {study.study_name} --trial {chosen.number}`.", "",
+                  "Its `[hparams]` lines for `submission.toml` (`invoke sweep --apply` writes them, keeping the comments):",
+                  "", "```toml", *(toml_lines(settings) or ["# none: the full profile's defaults are this configuration"]),
+                  "```", ""]  # fmt: skip
+    judged = [t for t in trials if t.user_attrs.get("judged_on_test")]
+    if judged:
+        lines += ["## Judged on test before this study", "",
+                  f"{len(judged)} trials were compared on test perplexity when they were recorded, which made "
+                  f"the test split a tuning set for them: {', '.join(f'#{t.number}' for t in judged)}. "
+                  "They are kept for the record; the choice above uses their validation figures only.", ""]  # fmt: skip
+    figures = draw_figures(study, pool, figures_dir)
+    lines += ["## Figures", ""]
+    for name, file in figures.items():
+        title = name.replace("_", " ")
+        relative = f"{figures_dir.name}/{file}"
+        lines += [f"![{title}]({relative})" if file.endswith(".png") else f"- {title}: {file}", ""]
+    lines += ["## Best configurations", "", *summary_table(study), "", "## Every trial, best first", "",
+              *trials_table(study, trials), ""]  # fmt: skip
+    write_atomic(out, "\n".join(lines))
+    extras = out.parent if out.name == "report.md" else figures_dir
+    write_atomic(extras / "summary.md", "\n".join(summary_table(study)) + "\n")
+    write_atomic(extras / "hparams.toml", "\n".join(["[hparams]", *toml_lines(settings)]) + "\n")
+    print(
+        f"report: {out}"
+        + (f" (chosen: trial {chosen.number}, validation ppl {fmt(chosen.value)})" if chosen else "")
+    )
+    return out

@@ -1,0 +1,264 @@
+"""One worker process of a study: ask for a trial, train it, tell the result; until the study has
+the number of finished trials it was asked for.
+
+``python -m hw3sweep.worker ...`` is started by the launcher (:mod:`hw3sweep.cli`), K times per
+machine; a worker on another machine is just the same command with the same ``--storage``.
+
+A trial trains with the functions the notebook uses (``hw3.data.load_splits``,
+``hw3.train.build_model`` and ``fit``) and reports the validation perplexity after every epoch
+(``trial.report``) so the pruner can stop it; its value is the best validation perplexity. It
+records its complete hyper-parameters, the per-epoch history, the device, precision, threads,
+torch version, git commit, data fingerprint and worker. The test split is never evaluated here.
+
+The ask-and-tell loop (rather than ``study.optimize``) keeps the count exact: counting the trials
+and asking for the next one happen under the study's budget lock. A trial interrupted in this
+process (Ctrl-C, SIGTERM) ends FAIL and is enqueued again once, as a dead worker's trial is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from hw3.data import load_splits, summary
+from hw3.files import write_atomic
+from hw3.hparams import FIXED, HParams
+from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR
+from hw3.train import TrainingDiverged, build_model, fit, resolve_device, resolved_run, set_seed
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hw3sweep.budgets import get_budget
+from hw3sweep.space import suggest_hparams
+from hw3sweep.storage import (
+    DEFAULT_HEARTBEAT_S,
+    budget_lock,
+    fail_stale_trials,
+    open_sweep_storage,
+    retry_callback,
+)
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+POLL_S = 2.0  # how often a worker with nothing to do looks again
+
+
+def weights_dir(study: str) -> Path:
+    """Where this machine keeps the best trial's weights (for the report's one test evaluation)."""
+    return SWEEPS_DIR / study / "weights"
+
+
+def weights_path(study: str, number: int) -> Path:
+    return weights_dir(study) / f"trial-{number}.pt"
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """``median`` (Optuna's MedianPruner), ``halving`` (SuccessiveHalvingPruner) or ``none``."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"unknown pruner {name!r}; choose median, halving or none")
+
+
+def worker_seed(seed: int, index: int) -> int:
+    """The sampler's seed of worker ``index`` on this machine: distinct across workers and machines
+    (same seeds would sample the same first configurations), the same on a rerun of one machine."""
+    key = f"{seed}:{socket.gethostname()}:{index}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit of the code a trial ran (hw3build.record.git_state)."""
+    from hw3build.record import git_state
+
+    return git_state(Path(__file__).resolve().parents[2])
+
+
+class Trainer:
+    """The data, loaded once per worker, and one trial's training."""
+
+    def __init__(self, corpus: Path, device: str, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.corpus = corpus
+        # the test split is loaded with the others but never used while tuning
+        self.vocab, self.train_data, self.val_data, _ = load_splits(
+            corpus, FIXED["batch_size"], FIXED["eval_batch_size"], self.device
+        )
+        self.data = summary(corpus)
+        self.git = git_commit()
+
+    def run(self, trial: Trial, hp: HParams, study: str) -> float:
+        """Train ``hp`` for ``trial``; the best validation perplexity. Raises TrialPruned."""
+        trial.set_user_attr("run", resolved_run(self.device, hp))
+        trial.set_user_attr("data", self.data)
+        trial.set_user_attr("git", self.git)
+        set_seed(hp.seed)
+        model = build_model(len(self.vocab), hp).to(self.device)
+
+        def report(result: Any) -> None:
+            row = result.history[-1]
+            trial.set_user_attr("history", result.history)  # the curve survives a kill
+            trial.report(row["val_ppl"], step=row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(
+                    f"validation perplexity {row['val_ppl']:.1f} after epoch {row['epoch']}"
+                )
+
+        try:
+            result = fit(model, self.train_data, self.val_data, hp, progress=False, on_epoch_end=report)
+        except (TrainingDiverged, OverflowError) as exc:
+            # a configuration whose loss became NaN, or whose validation loss is beyond exp()'s
+            # range (hw3.train.fit prints its perplexity): as bad as a configuration gets
+            trial.set_user_attr("diverged", f"{type(exc).__name__}: {exc}")
+            raise optuna.TrialPruned(f"diverged ({exc})") from None
+        trial.set_user_attr("train_seconds", result.train_seconds)
+        if result.interrupted:
+            raise KeyboardInterrupt
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        value = math.exp(result.best_val_loss)
+        keep_if_best(trial.study, trial.number, value, result.best_model, study)
+        return value
+
+
+def keep_if_best(study: optuna.Study, number: int, value: float, model: torch.nn.Module, name: str) -> None:
+    """Save the weights of a trial that beats every finished one; drop this machine's others."""
+    done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if done and value >= min(done):
+        return
+    folder = weights_dir(name)
+    write_atomic(weights_path(name, number), lambda f: torch.save(model.state_dict(), f))
+    for other in folder.glob("trial-*.pt"):
+        if other.name != f"trial-{number}.pt":
+            other.unlink(missing_ok=True)
+
+
+def count(trials: list[FrozenTrial], states: tuple[TrialState, ...]) -> int:
+    return sum(t.state in states for t in trials)
+
+
+def next_trial(study: optuna.Study, location: str, target: int) -> Trial | None | bool:
+    """Under the budget lock: a trial to run (a waiting one first), None to wait (the remaining
+    slots are running elsewhere), or False when the study has ``target`` finished trials."""
+    with budget_lock(location, study.study_name):
+        trials = study.get_trials(deepcopy=False)
+        done = count(trials, FINISHED)
+        if done >= target:
+            return False
+        waiting = count(trials, (TrialState.WAITING,))
+        if waiting or done + count(trials, (TrialState.RUNNING,)) < target:
+            trial = study.ask()
+            # a first heartbeat at once: a worker killed before its heartbeat thread starts
+            # still leaves a trial that the others can see go stale
+            study._storage.record_heartbeat(trial._trial_id)
+            return trial
+        return None
+
+
+def run_one(study: optuna.Study, trial: Trial, trainer: Trainer, args: argparse.Namespace) -> None:
+    """Run ``trial`` under Optuna's heartbeat thread and tell its end: COMPLETE with the best
+    validation perplexity, PRUNED, or FAIL (an error; an interruption, enqueued again once)."""
+    budget = get_budget(args.budget)
+    fixed = json.loads(args.fixed)
+    value: float | None = None
+    with get_heartbeat_thread(trial._trial_id, study._storage):  # Optuna's own heartbeat thread
+        try:
+            hp = suggest_hparams(trial, budget.base(fixed), fixed)
+            trial.set_user_attr(HPARAMS_ATTR, hp.to_dict())
+            trial.set_user_attr("profile", budget.profile)
+            trial.set_user_attr("budget", budget.name)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            print(f"== trial {trial.number}: {trial.params}", flush=True)
+            value = trainer.run(trial, hp, study.study_name)
+        except optuna.TrialPruned as exc:
+            print(f"== trial {trial.number} pruned: {exc}", flush=True)
+        except KeyboardInterrupt:
+            print(f"== trial {trial.number} interrupted: FAIL, enqueued again", flush=True)
+            trial.set_user_attr("interrupted", True)
+            study.tell(trial, state=TrialState.FAIL)
+            retry_callback()(study, study.get_trials(deepcopy=False)[trial.number])
+            raise
+        except Exception:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+    if value is None:
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    study.tell(trial, value)
+    print(f"== trial {trial.number}: validation perplexity {value:.2f}", flush=True)
+
+
+def work(args: argparse.Namespace) -> int:
+    storage = open_sweep_storage(args.storage, args.heartbeat)
+    sampler = optuna.samplers.TPESampler(seed=worker_seed(args.seed, args.index), constant_liar=True)
+    study = optuna.load_study(
+        study_name=args.study, storage=storage, sampler=sampler, pruner=make_pruner(args.pruner)
+    )
+    trainer = Trainer(Path(args.corpus), args.device, args.threads)
+    deadline = time.time() + args.timeout if args.timeout else math.inf
+    while True:
+        fail_stale_trials(study)
+        if time.time() >= deadline:
+            print("== timeout: no new trial", flush=True)
+            return 0
+        trial = next_trial(study, args.storage, args.trials)
+        if trial is False:
+            return 0
+        if trial is None:
+            time.sleep(POLL_S)
+            continue
+        run_one(study, trial, trainer, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hw3sweep.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True)
+    parser.add_argument("--storage", required=True, help="journal path or database URL")
+    parser.add_argument("--trials", type=int, required=True, help="the study's target of finished trials")
+    parser.add_argument("--budget", required=True)
+    parser.add_argument("--pruner", default="median")
+    parser.add_argument("--fixed", default="{}", help="JSON object of fixed hyper-parameters")
+    parser.add_argument("--corpus", required=True, help="folder with wiki.{train,valid,test}.tokens")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT_S)
+    parser.add_argument("--seed", type=int, default=211, help="base of the sampler's seed")
+    parser.add_argument("--index", type=int, default=0, help="this worker's index on its machine")
+    return parser
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # the heartbeat is Optuna's, driven by this loop rather than Study.optimize: on purpose
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings(
+        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+    )
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops like Ctrl-C
+    try:
+        return work(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

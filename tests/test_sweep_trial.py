@@ -1,0 +1,80 @@
+"""One trial's endings in a worker: a diverged configuration is pruned, an interruption fails the trial
+and enqueues it again once, and every trial records its complete settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import optuna
+import pytest
+from hw3sweep import worker
+from optuna.trial import TrialState
+from sweep_fixtures import TINY, write_corpus
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory) -> worker.Trainer:
+    return worker.Trainer(write_corpus(tmp_path_factory.mktemp("corpus")), "cpu", 1)
+
+
+def args() -> argparse.Namespace:
+    fixed = dict(item.split("=") for item in TINY)
+    fixed = {k: (v if k == "precision" else int(v)) for k, v in fixed.items()}
+    return argparse.Namespace(budget="quick", fixed=json.dumps(fixed))
+
+
+def new_study() -> optuna.Study:
+    from hw3sweep.history import MemoryBackend
+    from hw3sweep.storage import HeartbeatJournalStorage
+
+    return optuna.create_study(study_name="t", storage=HeartbeatJournalStorage(MemoryBackend(), 1, 3))
+
+
+def test_a_trial_completes_with_its_complete_record(trainer, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = new_study()
+    worker.run_one(study, study.ask(), trainer, args())
+    trial = study.get_trials()[0]
+    assert trial.state == TrialState.COMPLETE and trial.value == min(
+        r["val_ppl"] for r in trial.user_attrs["history"]
+    )
+    assert trial.user_attrs["hparams"]["epochs"] == 2 and trial.user_attrs["budget"] == "quick"
+    assert (tmp_path / "build" / "sweeps" / "t" / "weights" / "trial-0.pt").is_file()  # the best so far
+
+
+@pytest.mark.parametrize(
+    "error", [OverflowError("math range error"), worker.TrainingDiverged("loss became nan")]
+)
+def test_a_diverged_configuration_is_pruned_not_a_crash(trainer, monkeypatch, error) -> None:
+    """A validation loss past exp()'s range made hw3.train.fit raise OverflowError, which crashed the
+    worker and left its study short of trials."""
+
+    def diverge(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(worker, "fit", diverge)
+    study = new_study()
+    worker.run_one(study, study.ask(), trainer, args())
+    trial = study.get_trials()[0]
+    assert trial.state == TrialState.PRUNED and type(error).__name__ in trial.user_attrs["diverged"]
+
+
+def test_an_interrupted_trial_fails_and_is_enqueued_again_once(trainer, monkeypatch) -> None:
+    real_fit = worker.fit
+
+    def interrupted(*args, **kwargs):
+        result = real_fit(*args, **kwargs)
+        result.interrupted = True  # what fit returns after Ctrl-C / SIGTERM
+        return result
+
+    monkeypatch.setattr(worker, "fit", interrupted)
+    study = new_study()
+    with pytest.raises(KeyboardInterrupt):
+        worker.run_one(study, study.ask(), trainer, args())
+    first, retry = study.get_trials()
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    with pytest.raises(KeyboardInterrupt):  # interrupted again: failed, not retried a second time
+        worker.run_one(study, study.ask(), trainer, args())
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
