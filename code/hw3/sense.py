@@ -124,8 +124,7 @@ def change(first: float, last: float, digits: str) -> str:
 def samples_table(epochs: list[dict]) -> str:
     """The sentences over the epochs side by side, as a Markdown table."""
     lines = [
-        "| epoch | validation perplexity | the sentence of that epoch's model (the same seed) "
-        "| word pairs seen in training |",
+        "| epoch | valid ppl | the sentence of that epoch's model (the same seed) | pairs seen |",
         # the dashes set the columns' widths when the table is wrapped to the page
         "|--:|----:|:--------------------------------------------|-----:|",
     ]

@@ -68,7 +68,9 @@ class CellSpec:
 def notebook_parameters(config: Any) -> dict[str, Any]:
     """The ``parameters`` cell's defaults: the config's choices (profile, data_dir, device, hyper-parameters)
     and ``out_dir``. The build overrides ``out_dir`` (and may override the rest) through papermill."""
-    params = {"data_dir": None, **config.notebook_parameters()}  # None: found or downloaded
+    # data_dir None: the notebook finds the data itself ($HW3_DATA_DIR, the cache, or a download), so no
+    # folder of the machine that rendered it is printed; a build passes the folder it verified instead.
+    params = {**config.notebook_parameters(), "data_dir": None}
     ordered = {name: params.pop(name) for name in ("profile", "data_dir", "device") if name in params}
     return {**ordered, "out_dir": DEFAULT_OUT_DIR, **params}
 
