@@ -83,13 +83,13 @@ PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Task 3: the optimizer",
         ("optimizer", "lr", "adam_beta1", "adam_beta2", "weight_decay", "decoupled_weight_decay"),
     ),
-    ("Task 3: the learning-rate schedule", ("scheduler", "warmup_batches", "step_gamma", "cooldown")),
+    ("Task 3: the schedule", ("scheduler", "warmup_batches", "step_gamma", "cooldown")),
     (
         "Task 4: training",
         ("epochs", "bptt", "batch_size", "eval_batch_size", "clip", "shuffle_batches", "random_offset"),
     ),
     (
-        "the seed, the precision and a draft run's limits",
+        "seed, precision, a draft's limits",
         ("seed", "precision", "max_train_batches", "max_eval_batches", "log_interval"),
     ),
 )
@@ -98,24 +98,27 @@ PARAMETER_COLUMNS = 100  # the code width of the PDF (hw3build.nbtex.CODE_COLUMN
 
 def parameters_source(params: dict[str, Any]) -> str:
     """``name = value`` assignments (Python literals), which papermill overrides in an injected cell: grouped
-    under a comment by what they set, several to a line (``; ``) up to the code width, so that the cell
-    reads as a short table of the run's choices."""
+    by what they set, several to a line (``; ``) up to the code width, the group's comment at the end of
+    its first line, so that the cell reads as a short table of the run's choices."""
     grouped = {name for _, names in PARAMETER_GROUPS for name in names}
     groups = [(comment, [n for n in names if n in params]) for comment, names in PARAMETER_GROUPS]
     groups[-1][1].extend(n for n in params if n not in grouped)
     lines: list[str] = []
     for comment, names in groups:
-        if not names:
-            continue
-        lines.append(f"# {comment}")
-        line = ""
+        tail = f"  # {comment}"
+        group: list[str] = []
         for name in names:
             assignment = f"{name} = {params[name]!r}"
-            if line and len(line) + 2 + len(assignment) > PARAMETER_COLUMNS:
-                lines.append(line)
-                line = ""
-            line = f"{line}; {assignment}" if line else assignment
-        lines.append(line)
+            room = PARAMETER_COLUMNS - (len(tail) if len(group) == 1 else 0)
+            if group and len(group[-1]) + 2 + len(assignment) <= room:
+                group[-1] = f"{group[-1]}; {assignment}"
+            else:
+                group.append(assignment)
+        if group and len(group[0]) + len(tail) <= PARAMETER_COLUMNS:
+            group[0] += tail
+        elif group:
+            group.insert(0, tail.strip())
+        lines += group
     return "\n".join(lines)
 
 
