@@ -15,6 +15,7 @@ from hw3build.render import (
     RenderError,
     build_notebook,
     notebook_parameters,
+    parameters_source,
     parse_cells,
     render_notebook,
 )
@@ -207,3 +208,23 @@ def test_no_tool_names_lint_markers_or_rest_roles_in_the_notebook(notebook) -> N
         assert forbidden not in text, forbidden
     for tool in ("papermill", "nbconvert", "invoke", "pytest", "ruff"):
         assert tool not in text.lower(), tool
+
+
+def test_the_parameters_cell_prints_no_local_folder(tmp_path: Path) -> None:
+    cfg = parse_config({"profile": "quick", "students": REAL_STUDENTS, "data_dir": str(tmp_path)})
+    assert str(tmp_path) in str(cfg.notebook_parameters()["data_dir"])  # the build passes it to the run
+    nb = nbformat.read(render_notebook(cfg, tmp_path / "n.ipynb"), as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert "data_dir = None" in cell.source and str(tmp_path) not in cell.source
+
+
+def test_parameters_are_grouped_several_to_a_line_and_read_back_the_same() -> None:
+    params = {**notebook_parameters(config()), "new_knob": 3}
+    source = parameters_source(params)
+    namespace: dict = {}
+    exec(source, namespace)
+    assert {k: namespace[k] for k in params} == params
+    lines = source.splitlines()
+    assert len(lines) < len(params) / 2 and all(len(line) <= CODE_COLUMNS for line in lines)
+    assert lines[-1].endswith("new_knob = 3")  # a name no group lists goes to the last group
+    assert "# Task 3: the model" in source
