@@ -66,8 +66,10 @@ def sense_check(
     max_batches=None,
     seed=211,
 ) -> dict:
-    """The measurements of the module docstring. sentences: Task 5's sentences (strings);
-    epoch_sentences: epoch -> sentence of that epoch's model; history: fit's per-epoch rows."""
+    """Measure this run for the answer to "Do they make sense?" (see the module docstring).
+
+    sentences: Task 5's sentences (strings); epoch_sentences: epoch -> the sentence of that
+    epoch's model; history: fit's per-epoch rows; test_loss: evaluate's on test_data."""
     ntokens, stoi = len(vocab), vocab.get_stoi()
     train_text = running_text(train_data)
     known_pairs = torch.unique(ngram_codes(train_text, 2, ntokens))
