@@ -64,3 +64,22 @@ def http_server() -> Iterator[LoopbackServer]:
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def quick_build(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path):
+    """One real quick-profile build (render, execute, theory, report, zip) into a temporary build folder,
+    shared by the tests that read its outputs. Minutes: mark its users e2e and slow."""
+    from hw3build.build import build
+
+    lines: list[str] = []
+    build_dir = tmp_path_factory.mktemp("quick-build")
+    result = build(
+        REPO / "submission.toml",
+        profile="quick",
+        data_dir=real_data_dir,
+        build_dir=build_dir,
+        project_root=REPO,
+        echo=lines.append,
+    )
+    return result

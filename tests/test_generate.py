@@ -1,8 +1,10 @@
-"""Task 5: generation returns vocabulary words, reproducibly when seeded."""
+"""Task 5: generation returns vocabulary words, reproducibly from one seeded generator."""
+
+import copy
 
 import pytest
 import torch
-from hw3.generate import generate, generate_seeded, generate_sentences
+from hw3.generate import generate, generate_sentences, sentences_over_epochs
 from hw3.model import TransformerModel
 from hw3.vocab import Vocab
 
@@ -21,29 +23,39 @@ def test_assignment_generate_returns_vocabulary_words(model_and_vocab) -> None:
     assert len(words) == 20 and set(words) <= set(WORDS)
 
 
-def test_seeded_generation_is_reproducible_and_seed_dependent(model_and_vocab) -> None:
+def test_generate_draws_from_the_given_generator_or_from_torchs(model_and_vocab) -> None:
     model, vocab = model_and_vocab
-    first = generate_seeded(model, vocab, nwords=20, seed=5)
-    assert len(first) == 20 and set(first) <= set(WORDS)
-    assert generate_seeded(model, vocab, nwords=20, seed=5) == first
-    assert generate_seeded(model, vocab, nwords=20, seed=6) != first
+    first = generate(model, vocab, 20, generator=torch.Generator().manual_seed(5))
+    assert generate(model, vocab, 20, generator=torch.Generator().manual_seed(5)) == first
+    assert generate(model, vocab, 20, generator=torch.Generator().manual_seed(6)) != first
+    torch.manual_seed(5)  # without a generator: torch's global one, as the given code
+    assert generate(model, vocab, 20) == first
 
 
-def test_low_temperature_does_not_overflow(model_and_vocab) -> None:
-    model, vocab = model_and_vocab
-    with torch.no_grad():
-        model.decoder.bias[7] = 50.0  # one dominant word
-    words = generate_seeded(model, vocab, nwords=10, temp=0.01)
-    assert words == ["w6"] * 10
-    with pytest.raises(ValueError, match="temperature"):
-        generate_seeded(model, vocab, temp=0.0)
-
-
-def test_sentences_are_three_readable_strings(model_and_vocab) -> None:
+def test_sentences_are_three_readable_strings_from_one_seed(model_and_vocab) -> None:
     model, vocab = model_and_vocab
     sentences = generate_sentences(model, vocab, n_sentences=3, nwords=20, seed=211)
     assert len(sentences) == 3 and len(set(sentences)) == 3
     for sentence in sentences:
         words = sentence.split(" ")
         assert len(words) == 20 and set(words) <= set(WORDS)
+    torch.manual_seed(0)  # torch's global state does not matter
     assert generate_sentences(model, vocab, seed=211) == sentences
+    assert generate_sentences(model, vocab, seed=212) != sentences
+    # the same draws as generate with one generator, three times
+    generator = torch.Generator().manual_seed(211)
+    assert [" ".join(generate(model, vocab, 20, generator=generator)) for _ in range(3)] == sentences
+
+
+def test_sentences_over_epochs_are_the_first_sentence_of_each_epochs_weights(model_and_vocab) -> None:
+    model, vocab = model_and_vocab
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(3.0)
+    states = {2: other.state_dict(), 1: model.state_dict()}
+    sentences = sentences_over_epochs(model, states, vocab, nwords=12, seed=7)
+    assert list(sentences) == [1, 2]
+    assert sentences[1] == generate_sentences(model, vocab, 1, 12, seed=7)[0]
+    assert sentences[2] == generate_sentences(other, vocab, 1, 12, seed=7)[0]
+    assert sentences[1] != sentences[2]

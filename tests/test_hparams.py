@@ -126,12 +126,31 @@ def test_profiles_are_valid_and_quick_is_small() -> None:
         profile_defaults("medium")
 
 
-def test_describe_lists_every_hyper_parameter() -> None:
+def test_describe_lists_every_hyper_parameter_that_applies() -> None:
     hp = profile_defaults("full")
     text = hp.describe()
-    for fragment in ("nn.CrossEntropyLoss()", "torch.optim.", "LambdaLR", str(hp.emsize), str(hp.nhid),
-                     f"{hp.lr:g}", str(hp.bptt), str(hp.clip), str(hp.seed), "(norm_first="):  # fmt: skip
-        assert fragment in text
-    assert len(text.splitlines()) >= 18
+    for fragment in ("nn.CrossEntropyLoss()", "torch.optim.Adam(", str(hp.emsize), str(hp.nhid),
+                     f"{hp.lr:g}", str(hp.bptt), str(hp.clip), str(hp.seed), "(norm_first=",
+                     "inverse square root", "warm-up over 100 batches", "betas=(0.9, 0.999)"):  # fmt: skip
+        assert fragment in " ".join(text.split()), fragment
+    assert "Adam with decoupled weight decay (the AdamW form)" in text  # the form that ran, named
+    assert "gamma" not in text  # StepLR's gamma does not apply to the inverse square-root schedule
+    assert "draft run" not in text and "tied" not in text
+    assert "decoder weights              : tied to the embedding" in HParams(tie_weights=True).describe()
+    assert all(len(line) <= 100 for line in text.splitlines())  # wrapped to the notebook's width
     assert "pre (norm_first=True)" in HParams(norm_first=True).describe()
     assert "post (norm_first=False)" in HParams(norm_first=False).describe()
+
+
+def test_describe_leaves_out_what_does_not_apply_and_adds_what_ran() -> None:
+    sgd = HParams(optimizer="SGD", lr=1.0, weight_decay=0.0, scheduler="step", cooldown=0.0, warmup_batches=0)
+    text = sgd.describe()
+    assert "betas" not in text and "decoupled" not in text and "weight decay applies" not in text
+    assert "x0.95 after every epoch (StepLR, gamma=0.95)" in text and "warm-up" not in text
+    coupled = HParams(decoupled_weight_decay=False).describe()
+    assert "Adam with L2 weight decay" in coupled and "AdamW" not in coupled
+    run = {"device": "cuda:0", "device_name": "NVIDIA H200", "precision": "bf16 autocast",
+           "precision_why": "precision = 'auto' and this GPU computes in bf16"}  # fmt: skip
+    ran = HParams(max_train_batches=150, max_eval_batches=60).describe(run)
+    assert "cuda:0 (NVIDIA H200)" in ran and "bf16 autocast (precision = 'auto'" in ran
+    assert "150 training batches per epoch, 60 batches of valid/test evaluated" in ran

@@ -137,3 +137,25 @@ def test_only_hw3_objects_can_be_inlined() -> None:
         Inliner().code("os.path:join")
     with pytest.raises(InlineError, match="no top-level definition"):
         Inliner().code("hw3.data:no_such_function")
+
+
+def test_a_function_body_may_call_a_name_a_later_cell_defines() -> None:
+    check_self_contained(["def run():\n    return later()", "def later():\n    return 1", "run()"])
+    with pytest.raises(NotSelfContained, match="later"):  # no cell defines it
+        check_self_contained(["def run():\n    return later()", "run()"])
+    for runs_now in ("x = later", "class A:\n    b = later", "y = [later for _ in range(2)]"):
+        with pytest.raises(NotSelfContained, match="later"):  # evaluated when the cell runs
+            check_self_contained([runs_now, "later = 1"])
+
+
+def test_deferred_definitions_are_left_to_the_cell_that_inlines_them() -> None:
+    inliner = Inliner()
+    inliner.defer("hw3.data:get_batch")
+    fast = inliner.code("hw3.fastpath:train_fast")
+    assert "def train_fast(" in fast and "def get_batch(" not in fast  # it calls get_batch from its body
+    with pytest.raises(InlineError, match="hw3.data:get_batch"):
+        inliner.check_deferred()
+    later = inliner.code("hw3.data:get_batch")  # the task's cell shows it
+    assert "def get_batch(" in later
+    inliner.check_deferred()
+    check_self_contained(["\n".join(inliner.imports()), fast, later])

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import nbformat
 import pytest
-import torch
-from hw3.vocab import Vocab
 from hw3build.config import parse_config
 from hw3build.inline import NotSelfContained
+from hw3build.nbtex import CODE_COLUMNS, display_width
 from hw3build.render import (
+    SUPPORT_TAG,
     TEMPLATE_NAME,
     RenderError,
     build_notebook,
     notebook_parameters,
+    parameters_source,
     parse_cells,
     render_notebook,
 )
@@ -115,24 +115,19 @@ def test_task4_explains_the_batch_order_and_the_chunk_boundaries_only_when_used(
         cells = nbformat.read(path, as_version=4).cells
         return "\n".join(cell.source for cell in cells if cell.cell_type == "markdown")
 
-    assert "**Batch order (`shuffle_batches`).**" in markdown()  # the default shuffles
-    assert "Batch order" not in markdown(shuffle_batches=False)
-    assert "**Chunk boundaries (`random_offset`).**" in markdown()  # the default moves the cuts every epoch
-    assert "Chunk boundaries" not in markdown(random_offset=False)
+    assert "random order (`shuffle_batches`" in markdown()  # the default shuffles
+    assert "shuffle_batches" not in markdown(shuffle_batches=False)
+    assert "random row in [0, 35) (`random_offset`" in markdown()  # the default moves the cuts every epoch
+    assert "random_offset" not in markdown(random_offset=False)
 
 
 def test_task3_ties_the_decoder_only_when_chosen(tmp_path: Path) -> None:
-    def cells(**hparams) -> tuple[str, str]:
+    def code(**hparams) -> str:
         path = render_notebook(config(**hparams), tmp_path / "n.ipynb")
-        nb = nbformat.read(path, as_version=4).cells
-        return tuple("\n".join(c.source for c in nb if c.cell_type == kind) for kind in ("markdown", "code"))
+        return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
 
-    markdown, code = cells()
-    assert "decoder tied to the embedding" not in markdown
-    assert "if hparams.tie_weights:" in code and "def tie_weights(" in code  # the parameters cell decides
-    markdown, code = cells(tie_weights=True)
-    assert "decoder tied to the embedding" in markdown
-    assert "tie_weights = True" in code
+    assert "if hparams.tie_weights:" in code() and "def tie_weights(" in code()  # the parameters cell decides
+    assert "tie_weights = False" in code() and "tie_weights = True" in code(tie_weights=True)
 
 
 def test_empty_cell_and_missing_parameters_are_refused() -> None:
@@ -154,21 +149,82 @@ def test_a_template_reading_an_undefined_name_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "out.ipynb").exists()
 
 
-def test_the_sense_check_cell_measures_what_it_claims(notebook) -> None:
-    """The notebook's own analysis code ("do they make sense?"), run on a tiny synthetic corpus."""
-    (cell,) = [c for c in notebook.cells if c.source.startswith("def sentence_sense_check(")]
-    definition = cell.source.split("\n\n\nsense = ")[0]
-    namespace: dict = {"torch": torch, "math": math}
-    exec(definition, namespace)
-    vocab = Vocab(["<unk>", "a", "b", "c"])
-    train = torch.tensor([1, 2, 1, 2, 1, 2, 1, 3]).view(2, 4).t()  # batchified: 2 columns
-    test = torch.tensor([[1, 1], [2, 2], [1, 1], [3, 3], [3, 3]])
-    result = namespace["sentence_sense_check"](
-        ["a b a", "c c c"], train, test, 0.0, vocab, bptt=2, max_batches=1
-    )
-    # unigram probabilities from the training text: a 4/8, b 3/8, c 1/8; targets of one batch: rows 1-2
-    expected = math.exp(-(2 * math.log(3 / 8) + 2 * math.log(4 / 8)) / 4)
-    assert result["unigram_ppl"] == pytest.approx(expected)
-    # running text (column after column) a b a b a b a c: (a,b) and (b,a) occur, (c,c) does not: 2 of 4 pairs
-    assert result["pair_share"] == pytest.approx(0.5)
-    assert result["test_ppl"] == 1.0
+def code_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_support_cells_are_collapsed_and_the_flow_cells_are_not(notebook) -> None:
+    support = [c for c in code_cells(notebook) if SUPPORT_TAG in c.metadata.get("tags", [])]
+    assert len(support) >= 5
+    assert all(c.metadata["jupyter"] == {"source_hidden": True} for c in support)
+    flow = [c for c in code_cells(notebook) if c not in support]
+    assert not any(c.metadata.get("jupyter", {}).get("source_hidden") for c in flow)
+    # the support code comes after the parameters and imports and before Task 1; saving comes last
+    first_task = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("### Task 1"))
+    indices = [i for i, c in enumerate(notebook.cells) if SUPPORT_TAG in c.metadata.get("tags", [])]
+    assert indices[-1] == len(notebook.cells) - 1
+    assert all(i < first_task for i in indices[:-1])
+    headings = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    assert sum(h.startswith("### Support code") for h in headings) == 1  # one line says what and why
+
+
+def test_the_given_code_with_the_completed_lines_marked(notebook) -> None:
+    sources = {
+        c.source.split("(", 1)[0]: c.source for c in code_cells(notebook) if c.source.startswith("def ")
+    }
+    train = sources["def train"]
+    assert "output = model(data, src_mask)  # completed" in train
+    assert "loss = criterion(output.view(-1, ntokens), targets)  # completed" in train
+    assert "torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)" in train  # the given lines, as given
+    assert "target = source[i + 1 : i + 1 + seq_len].reshape(-1)  # completed" in sources["def get_batch"]
+    assert "epochs = hp.epochs  # completed" in sources["def fit"]
+    assert "# completed: train() here, by its fast path" in sources["def fit"]
+    flow = [c.source for c in code_cells(notebook) if SUPPORT_TAG not in c.metadata.get("tags", [])]
+    assert any("compare_with_given_train(train, model" in s for s in flow)  # the check beside train()
+
+
+def test_each_task_marks_its_answer_cell_and_the_training_cell(notebook) -> None:
+    tags = [t for c in code_cells(notebook) for t in c.metadata.get("tags", [])]
+    assert [t for t in tags if t.startswith("answer-")] == [f"answer-t{n}" for n in range(1, 6)]
+    assert tags.count("training") == 1
+    training = next(c for c in code_cells(notebook) if "training" in c.metadata.get("tags", []))
+    assert "fit(" in training.source
+
+
+def test_every_code_line_fits_the_pdf_code_width(notebook) -> None:
+    too_long = [
+        (i, display_width(line), line)
+        for i, c in enumerate(notebook.cells)
+        if c.cell_type == "code"
+        for line in c.source.splitlines()
+        if display_width(line) > CODE_COLUMNS
+    ]
+    assert not too_long, too_long
+
+
+def test_no_tool_names_lint_markers_or_rest_roles_in_the_notebook(notebook) -> None:
+    text = "\n".join(c.source for c in notebook.cells)
+    for forbidden in ("# noqa", "# fmt: skip", ":mod:`", ":func:`", ":class:`", "``", "hw3build", "Built by"):
+        assert forbidden not in text, forbidden
+    for tool in ("papermill", "nbconvert", "invoke", "pytest", "ruff"):
+        assert tool not in text.lower(), tool
+
+
+def test_the_parameters_cell_prints_no_local_folder(tmp_path: Path) -> None:
+    cfg = parse_config({"profile": "quick", "students": REAL_STUDENTS, "data_dir": str(tmp_path)})
+    assert str(tmp_path) in str(cfg.notebook_parameters()["data_dir"])  # the build passes it to the run
+    nb = nbformat.read(render_notebook(cfg, tmp_path / "n.ipynb"), as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert "data_dir = None" in cell.source and str(tmp_path) not in cell.source
+
+
+def test_parameters_are_grouped_several_to_a_line_and_read_back_the_same() -> None:
+    params = {**notebook_parameters(config()), "new_knob": 3}
+    source = parameters_source(params)
+    namespace: dict = {}
+    exec(source, namespace)
+    assert {k: namespace[k] for k in params} == params
+    lines = source.splitlines()
+    assert len(lines) < len(params) / 2 and all(len(line) <= CODE_COLUMNS for line in lines)
+    assert lines[-1].endswith("new_knob = 3")  # a name no group lists goes to the last group
+    assert "# Task 3: the model" in source

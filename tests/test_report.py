@@ -17,6 +17,7 @@ import pytest
 from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
 from hw3build import latex
+from hw3build.assignment import QUESTIONS
 from hw3build.config import parse_config
 from hw3build.latex import (
     APT_INSTALL,
@@ -27,9 +28,18 @@ from hw3build.latex import (
     read_log,
     run_latexmk,
 )
-from hw3build.nbtex import clean_stream_text, collapse_carriage_returns, prepare_notebook, tighten_inline_math
+from hw3build.nbtex import (
+    clean_stream_text,
+    collapse_carriage_returns,
+    display_width,
+    mark_completed_lines,
+    prepare_notebook,
+    tighten_inline_math,
+    wrap_columns,
+)
 from hw3build.record import collect_record
-from hw3build.report import QUESTIONS, build_report
+from hw3build.report import build_report
+from hw3build.report_context import answer_index, dependency_rows, support_groups, task_results
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from pypdf import PdfReader
 
@@ -45,6 +55,22 @@ LONG_LINE = (
     "| epoch   1 |   200/ 2928 batches | " + "lr 0.00 | ms/batch 123.45 | loss  7.00 | ppl  1096.63 | " * 3
 )
 LONG_TOKEN = "sha256:" + "0123456789abcdef" * 8
+SUPPORT_SOURCE = '''# The torchtext replacement: the tokenizer.
+MIRRORS = ["https://example.org/w.zip"]
+
+
+def basic_english_tokenize(line: str) -> list[str]:
+    """Tokenize one line as torchtext did. More words that the index leaves out."""
+    return line.lower().split()
+
+
+def _helper():
+    return 1
+
+
+tokenizer = basic_english_tokenize
+words = basic_english_tokenize("A b")
+'''
 SENTENCES = [
     "the game was released in north america on 12 march 2011 , and the first of the series",
     "in 1998 , the company <unk> a new version of the song , which was also released",
@@ -81,15 +107,24 @@ def make_notebook(png: bytes) -> nbformat.NotebookNode:
         new_markdown_cell("### Students Information\n| Name | ID |\n|---|---|\n| Student 1 | 123456789 |"),
         new_markdown_cell("## Part 1 - Theory\nThe answers are in the PDF."),
         new_markdown_cell("## Part 2 - Code Assignments\nThe model maps $ x_t $ to $p(x_{t+1})$."),
+        tagged(new_code_cell("lr = 0.005\ndata_dir = None", execution_count=1), "parameters"),
+        tagged(
+            new_code_cell(
+                '# Parameters\nlr = 0.005\ndata_dir = "/home/someone/wikitext-2"', execution_count=2
+            ),
+            "injected-parameters",
+        ),
         new_code_cell(
             "import torch\nprint(torch.__version__)",
-            execution_count=1,
+            execution_count=3,
             outputs=[new_output("stream", name="stdout", text="2.13.0\n")],
         ),
+        tagged(new_markdown_cell("### Support code\nCollapsed cells: the torchtext replacement."), "support"),
+        tagged(new_code_cell(SUPPORT_SOURCE, execution_count=4), "support"),
         new_markdown_cell(f"### {TASK_HEADINGS[0]}\n1. Run the cells.\n2. Print the shape."),
         new_code_cell(
-            "print(train_data.shape)  # [sequence position, batch column]",
-            execution_count=2,
+            "print(train_data.shape)  # [sequence position, batch column]\nx = 1  # completed",
+            execution_count=5,
             outputs=[new_output("stream", name="stdout", text="torch.Size([102499, 20])\n")],
         ),
         new_markdown_cell(f"### {TASK_HEADINGS[1]}\nFor `bptt=2`: `data=[a, b]`, target $\\approx$ shifted."),
@@ -134,9 +169,20 @@ def make_notebook(png: bytes) -> nbformat.NotebookNode:
             outputs=[new_output("stream", name="stdout", text="\n".join(SENTENCES) + " 攻殻機動隊\n")],
         ),
     ]
+    tagged(cells[cells.index(next(c for c in cells if "train_data.shape" in c.source))], "answer-t1")
+    for number, cell in enumerate((c for c in cells if c.cell_type == "code"), start=1):
+        cell.execution_count = number  # in order, as Jupyter numbers them
+        for output in cell.outputs:
+            if output.output_type == "execute_result":
+                output.execution_count = number
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
+
+
+def tagged(cell, *tags: str):
+    cell.metadata["tags"] = list(tags)
+    return cell
 
 
 def make_metrics(profile: str) -> dict:
@@ -176,6 +222,14 @@ def make_metrics(profile: str) -> dict:
         "sentences": SENTENCES,
         "timings": {"train_seconds": 184.5, "total_seconds": 230.0},
         "figures": ["figures/loss_ppl.png"],
+        "answers": {
+            "train_shape": [102499, 20],
+            "first_words": "= valkyria chronicles iii = senjō no valkyria 3 : <unk> chronicles ( japanese",
+            "batch_data": "= valkyria",
+            "batch_target": "valkyria chronicles",
+            "ntokens": 28782,
+            "parameters": 15929782,
+        },
     }
 
 
@@ -185,6 +239,7 @@ def make_theory(folder: Path) -> tuple[Path, Path]:
     checks.mkdir()
     (theory / "preamble.tex").write_text("\\usepackage{bm}\n\\newcommand{\\R}{\\mathbb{R}}\n")
     (theory / "q1.tex").write_text(
+        "\\subsection{1.4 Multiplications}\\label{ans:q1.4}\n"
         "A self-attention layer costs $O(T^2 D + T^2 M)$ multiplications:\n"
         "\\[ V'_i = \\frac{\\sum_{j=1}^T \\mathrm{sim}(Q_i, K_j) V_j}{\\sum_{r=1}^T \\mathrm{sim}(Q_i, K_r)},"
         " \\quad X \\in \\R^{T \\times d}. \\]\n\\input{checks/q1_checks.tex}\n"
@@ -192,6 +247,9 @@ def make_theory(folder: Path) -> tuple[Path, Path]:
     (theory / "q2.tex").write_text("Initialise $\\bm{W}_l$ with variance $2/n$ and $b_l = 0$.\n")
     (theory / "q3.tex").write_text(
         "By the chain rule, $\\frac{\\partial \\ell}{\\partial W[i,j]}$ sums over time.\n"
+    )
+    (checks / "answers.json").write_text(
+        '{"ans:q1.4": "$T^2(D+M)$ multiplications", "q2": "$\\\\mathrm{Var}\\\\,W_l = 2/(nL)$"}'
     )
     (checks / "q1_checks.tex").write_text(
         "\\begin{tabular}{lr}\\toprule T & mults \\\\ \\midrule 4 & 96 \\\\ \\bottomrule\\end{tabular}\n"
@@ -242,6 +300,26 @@ def make_inputs(folder: Path, profile: str, placeholders: bool = True) -> dict:
     }
 
 
+def link_targets(reader: PdfReader, page_index: int) -> list[int]:
+    """The page (index) each internal link on a page goes to; a link that resolves nowhere fails."""
+    named = reader.named_destinations
+    targets = []
+    for annotation in reader.pages[page_index].get("/Annots", []):
+        annotation = annotation.get_object()
+        if annotation.get("/Subtype") != "/Link" or "/A" not in annotation:
+            continue
+        action = annotation["/A"]
+        if action.get("/S") != "/GoTo":
+            continue
+        destination = action["/D"]
+        if not isinstance(destination, list):
+            destination = named[str(destination)]
+            targets.append(reader.get_destination_page_number(destination))
+        else:
+            targets.append(reader.get_page_number(destination[0].get_object()))
+    return targets
+
+
 def pdf_text(path: Path) -> str:
     return "\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
 
@@ -277,20 +355,120 @@ def test_tighten_inline_math() -> None:
     assert tighten_inline_math("`echo $ HOME $` and $ a $") == "`echo $ HOME $` and $a$"  # code untouched
 
 
-def test_prepare_notebook_shifts_headings_and_drops_front_matter_and_html() -> None:
+def test_prepare_notebook_shifts_headings_and_drops_front_matter_support_and_html() -> None:
     nb = prepare_notebook(make_notebook(b"png"))
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "Students Information" not in markdown and "img" not in markdown
     assert "Part 2" not in markdown  # the report prints its own part heading
+    assert "Support code" not in markdown  # the support section is in the appendix
     for heading in TASK_HEADINGS:
         assert f"\n# {heading}" in "\n" + markdown
     assert "$x_t$" in markdown
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert len(code) == 7  # every code cell kept
+    assert len(code) == 8  # every code cell but the support cell and papermill's repeated parameters
+    assert not any("basic_english_tokenize" in c.source or "/home/someone" in c.source for c in code)
     outputs = [o for c in code for o in c.outputs]
     assert all("text/html" not in o.get("data", {}) for o in outputs)
     stderr = next(o.text for o in outputs if o.get("name") == "stderr")
     assert "37%" not in stderr and "100%|" in stderr
+
+
+def test_injected_parameters_stay_when_they_differ_from_the_parameters_cell() -> None:
+    nb = make_notebook(b"png")
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    injected.source = injected.source.replace("lr = 0.005", "lr = 0.05")
+    kept = [c.source for c in prepare_notebook(nb).cells if c.cell_type == "code"]
+    assert any("lr = 0.05" in source for source in kept)  # what ran differs: the report shows it
+
+
+def test_output_text_is_wrapped_at_the_code_width_in_display_columns() -> None:
+    assert display_width("ab戦場") == 6 and display_width("e\u0301") == 1
+    wrapped = wrap_columns("word " * 30 + "戦場のヴァルキュリア" * 8, 100)
+    assert all(display_width(line) <= 100 for line in wrapped.split("\n"))
+    assert "".join(wrapped.split()) == "".join(("word " * 30 + "戦場のヴァルキュリア" * 8).split())
+    assert wrapped.split("\n")[0] == ("word " * 20).strip()  # broken at a space when there is one
+    nb = prepare_notebook(make_notebook(b"png"))
+    texts = [
+        o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"
+    ]
+    assert all(display_width(line) <= 100 for text in texts for line in text.split("\n"))
+
+
+def test_completed_lines_are_set_on_a_band() -> None:
+    latex = (
+        "\\PY{n}{x} \\PY{o}{=} \\PY{l+m+mi}{1}  \\PY{c+c1}{\\PYZsh{} completed}\n"
+        "    \\PY{n}{y} \\PY{o}{=} \\PY{l+m+mi}{2}  \\PY{c+c1}{\\PYZsh{} completed: train() here}\n"
+        "\\PY{n}{z} \\PY{o}{=} \\PY{l+m+mi}{3}  \\PY{c+c1}{\\PYZsh{} not completed}\n"
+    )
+    lines = mark_completed_lines(latex).split("\n")
+    assert lines[0].startswith("\\hwcompleted{\\PY{n}{x}") and lines[0].endswith("completed}}")
+    assert lines[1].startswith("    \\hwcompleted{\\PY{n}{y}")  # the indentation stays outside the band
+    assert "hwcompleted" not in lines[2]
+
+
+def test_the_answer_index_links_each_part_and_task() -> None:
+    metrics = make_metrics("full")
+    rows = answer_index(metrics, {"q1.4": "$T^2(D+M)$"}, {"q1.4"}, task_labels={"t1", "t3"})
+    keys = [row["key"] for row in rows]
+    assert keys == [
+        "Q1.1",
+        "Q1.2",
+        "Q1.3",
+        "Q1.4",
+        "Q1.5",
+        "Q2",
+        "Q3.1",
+        "Q3.2",
+        "T1",
+        "T2",
+        "T3",
+        "T4",
+        "T5",
+    ]
+    by_key = {row["key"]: row for row in rows}
+    assert by_key["Q1.4"]["target"] == "ans:q1.4" and by_key["Q1.4"]["result"] == "$T^2(D+M)$"
+    assert by_key["Q1.1"]["target"] == "question:1" and "in the answer" in by_key["Q1.1"]["result"]
+    assert by_key["Q3.2"]["target"] == "question:3"  # no label yet: the question's section
+    assert by_key["T1"]["target"] == "ans:t1" and by_key["T2"]["target"] == "part:2"
+    assert (
+        "102,499 $\\times$ 20" in by_key["T1"]["result"]
+        and "\\textless{}unk\\textgreater{}" in by_key["T1"]["result"]
+    )
+    assert "28,782 words" in by_key["T3"]["result"] and "15.93 M" in by_key["T3"]["result"]
+    assert "test 285.41" in by_key["T4"]["result"] and "validation 298.87" in by_key["T4"]["result"]
+    assert by_key["T5"]["result"].count("\\newline") == 2
+
+
+def test_task_results_without_recorded_answers_point_to_the_tasks() -> None:
+    metrics = make_metrics("full")
+    del metrics["answers"]
+    t1, t2, t3, t4, t5 = task_results(metrics)
+    assert "printed in the task" in t1 and "printed in the task" in t3
+    assert "285.41" in t4 and SENTENCES[0][:20] in t5
+
+
+def test_the_support_index_lists_signatures_purposes_and_cells() -> None:
+    (group,) = support_groups(make_notebook(b"png"))
+    assert group["cell"] == "4" and group["title"] == "The torchtext replacement: the tokenizer."
+    assert group["definitions"] == [
+        ("basic\\_english\\_tokenize(line)", "Tokenize one line as torchtext did")
+    ]
+    assert group["names"] == "\\_helper, MIRRORS, tokenizer"  # helpers and constants by name
+    assert group["runs"] == "words = basic\\_english\\_tokenize(...)"
+
+
+def test_the_dependencies_hold_no_clock_times_and_no_none() -> None:
+    metrics = make_metrics("full")
+    metrics["run"].update(precision_why="precision = 'auto' and this CPU multiplies bf16 natively", threads=2)
+    record = collect_record(make_config("full", False), timings={"execute": 230.0}, metrics=metrics)
+    record["git"] = {"commit": "0123456789abcdef" * 2 + "01234567", "dirty": True}
+    rows = dict(dependency_rows(metrics, record))
+    assert rows["device"] == "CPU (AVX512)" and "multiplies bf16 natively" in rows["precision"]
+    assert rows["code"] == "commit 0123456789ab… with uncommitted changes"
+    assert "PyTorch 2.13.0" in rows["software"] and "Python" in rows["software"]
+    assert "abababababab…" in rows["vocabulary"] and "ab" * 32 not in rows["vocabulary"]
+    text = " ".join(f"{k} {v}" for k, v in rows.items())
+    assert "None" not in text and "230" not in text and "seconds" not in text
 
 
 # ---------------------------------------------------------------------------------- unit: TeX checks
@@ -350,15 +528,43 @@ def test_quick_report_has_cover_draft_headings_and_results(quick_report: tuple[P
     assert "HW3 — Sequential Tasks and Training Methods" in first_page
     for name in ("Student 1", "Student 2", "student_1@campus.technion.ac.il", "123456789", "987654321"):
         assert name in first_page
-    assert "PLACEHOLDER STUDENT DETAILS" in first_page
-    for title, _ in QUESTIONS:
-        assert title in flat, title
+    assert "PLACEHOLDER STUDENT DETAILS" in first_page and "Built by" not in first_page
+    for question in QUESTIONS:
+        assert question.text in flat, question.text
     for heading in TASK_HEADINGS:
         assert heading in flat, heading
-    assert "285.41" in flat and "5.654" in flat
+    assert "285.41" in flat
     assert SENTENCES[0][:40] in flat
-    assert "Part 2 - Code Assignments" in flat and "Appendix - Reproducibility" in flat
+    assert "Part 2 - Code Assignments" in flat and "Appendix" in flat
     assert "$" not in flat and "\\frac" not in flat
+
+
+@pytest.mark.tex
+def test_quick_report_page_two_indexes_the_answers_with_working_links(quick_report: tuple[Path, str]) -> None:
+    pdf, _ = quick_report
+    reader = PdfReader(pdf)
+    index = _normalized(reader.pages[1].extract_text())
+    assert "Answers at a glance" in index and "multiplications" in index and "2/(nL)" in index  # answers.json
+    assert "102,499 × 20" in index and "15.93 M trainable parameters" in index
+    targets = link_targets(reader, 1)
+    assert len(targets) >= 13 * 3  # key, question and page of every row link
+    assert all(page > 1 for page in targets)  # every link resolves to a page after the index
+    task1 = next(i for i, p in enumerate(reader.pages) if "Task 1 - Loading" in (p.extract_text() or ""))
+    assert task1 in targets  # T1's row goes to its answer cell
+    labels = [reader.page_labels[i] for i in range(len(reader.pages))]
+    assert labels == [str(n) for n in range(1, len(labels) + 1)]  # the viewer's numbers, cover = 1
+    assert f"2 / {len(labels)}" in _normalized(reader.pages[1].extract_text())
+
+
+@pytest.mark.tex
+def test_quick_report_keeps_support_code_to_the_appendix(quick_report: tuple[Path, str]) -> None:
+    pdf, _ = quick_report
+    pages = [page.extract_text() or "" for page in PdfReader(pdf).pages]
+    appendix = next(i for i, page in enumerate(pages) if "B. Support code" in page)
+    assert not any("basic_english_tokenize" in page for page in pages[:appendix])
+    assert "basic_english_tokenize(line)" in pages[appendix] and "In [4]" in pages[appendix]
+    assert not any("/home/someone" in page for page in pages)
+    assert "A. What the run depends on" in pages[appendix - 1] + pages[appendix]
 
 
 @pytest.mark.tex

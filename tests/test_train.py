@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from hw3.fastpath import TrainingDiverged, clip_and_step, train_fast
 from hw3.hparams import HParams
 from hw3.model import TransformerModel
 from hw3.plots import plot_history
 from hw3.train import (
-    TrainingDiverged,
+    EpochWeights,
     checkpoint_state,
-    clip_and_step,
+    compare_with_given_train,
     count_batches,
     epoch_slice,
     evaluate,
@@ -23,6 +24,7 @@ from hw3.train import (
     set_seed,
     tie_weights,
     train,
+    without_dropout,
 )
 
 VOCAB = 24
@@ -84,30 +86,47 @@ def test_count_batches() -> None:
     assert count_batches(torch.zeros(72, 2), 35) == 3  # the last batch has one row
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_a_tiny_corpus_is_overfit(fused: bool) -> None:
+def run_epoch(fast: bool, model, data, optimizer, scheduler, epoch: int = 1, **options) -> None:
+    """One epoch by the given train() (fast=False) or by train_fast."""
+    if fast:
+        train_fast(model, 10, data, optimizer, scheduler, epoch, progress=False, **options)
+    else:
+        train(model, 10, data, torch.nn.CrossEntropyLoss(), VOCAB, optimizer, scheduler, epoch)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_tiny_corpus_is_overfit(fast: bool) -> None:
     model = tiny_model()
     data = periodic_corpus(60, 4)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    first = train(model, 10, data, optimizer, scheduler, 1, max_batches=1, fused_loss=fused, progress=False)
-    for epoch in range(2, 20):
-        last = train(model, 10, data, optimizer, scheduler, epoch, fused_loss=fused, progress=False)
+    first = evaluate(model, data, bptt=10)
+    for epoch in range(1, 20):
+        run_epoch(fast, model, data, optimizer, scheduler, epoch)
     assert first > 2.5  # about log(24) at the start
-    assert last < 0.2 * first
     assert evaluate(model, data, bptt=10) < 0.3
 
 
-def test_fused_loss_gives_the_same_training_as_the_assignment_loop() -> None:
+def test_the_fast_path_gives_the_same_training_as_the_given_train() -> None:
     data = torch.randint(VOCAB, (61, 4))
     losses = []
-    for fused in (False, True):
+    for fast in (False, True):
         model = tiny_model()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        train(model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False)
+        run_epoch(fast, model, data, optimizer, scheduler)
         losses.append(evaluate(model, data, bptt=10))
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+
+
+def test_the_given_train_prints_the_given_log_line(capsys) -> None:
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.95)
+    train(model, 5, torch.randint(VOCAB, (61, 2)), torch.nn.CrossEntropyLoss(), VOCAB, optimizer,
+          scheduler, 3, log_interval=4)  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("| epoch   3 |     4/   12 batches | lr 0.10 |")
 
 
 def test_tied_weights_share_one_matrix_trained_from_both_sides() -> None:
@@ -137,11 +156,11 @@ def test_tied_weights_share_one_matrix_trained_from_both_sides() -> None:
 def test_tied_model_trains_the_same_with_the_fused_loss() -> None:
     data = torch.randint(VOCAB, (61, 4))
     losses = []
-    for fused in (False, True):
+    for fast in (False, True):
         model = tie_weights(tiny_model())
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-        train(model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False)
+        run_epoch(fast, model, data, optimizer, scheduler)
         assert model.decoder.weight is model.encoder.weight
         losses.append(evaluate(model, data, bptt=10))
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
@@ -387,16 +406,16 @@ def test_a_resumed_run_continues_exactly_where_it_stopped() -> None:
 @pytest.fixture
 def chunk_starts(monkeypatch) -> list[list[int]]:
     """The first row of every chunk ``train`` fetches; append an empty list to start recording an epoch."""
-    import hw3.train as train_module
+    import hw3.fastpath as fastpath_module
 
-    real_get_batch = train_module.get_batch
+    real_get_batch = fastpath_module.get_batch
     seen: list[list[int]] = [[]]
 
     def recording_get_batch(source, i, bptt):
         seen[-1].append(i)
         return real_get_batch(source, i, bptt)
 
-    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+    monkeypatch.setattr(fastpath_module, "get_batch", recording_get_batch)
     return seen
 
 
@@ -408,15 +427,23 @@ def constant_lr_training() -> tuple[torch.nn.Module, torch.optim.Optimizer, obje
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(fused: bool, chunk_starts) -> None:
+@pytest.mark.parametrize("cheap_dropout", [False, True])
+def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(cheap_dropout: bool, chunk_starts) -> None:
     data = torch.randint(VOCAB, (96, 3))  # 95 target rows: 9 chunks of 10 rows and a short one of 5
     for shuffle in (False, True, True):
         model, optimizer, scheduler = constant_lr_training()
         chunk_starts.append([])
         # the short chunk comes mid-epoch when shuffled: the full chunks after it still need the whole mask
-        loss = train(
-            model, 10, data, optimizer, scheduler, 1, fused_loss=fused, progress=False, shuffle=shuffle
+        loss = train_fast(
+            model,
+            10,
+            data,
+            optimizer,
+            scheduler,
+            1,
+            progress=False,
+            shuffle=shuffle,
+            cheap_dropout=cheap_dropout,
         )
         assert math.isfinite(loss)
     in_order, shuffled, again = chunk_starts[1:]
@@ -435,7 +462,7 @@ def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: b
         runs.append([])
         for epoch in (1, 2, 3, 4):
             chunk_starts.append([])
-            loss = train(
+            loss = train_fast(
                 model, 10, data, optimizer, scheduler, epoch, progress=False, shuffle=shuffle, random_offset=True
             )  # fmt: skip
             assert math.isfinite(loss)
@@ -454,15 +481,15 @@ def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: b
 def test_without_random_offset_the_chunks_start_at_row_zero_as_in_the_assignment(chunk_starts) -> None:
     model, optimizer, scheduler = constant_lr_training()
     for epoch in (1, 2):
-        train(model, 10, torch.randint(VOCAB, (96, 3)), optimizer, scheduler, epoch, progress=False)
+        train_fast(model, 10, torch.randint(VOCAB, (96, 3)), optimizer, scheduler, epoch, progress=False)
     assert chunk_starts[-1] == list(range(0, 95, 10)) * 2
 
 
 @pytest.mark.parametrize(
     ("field", "keyword", "described"),
     [
-        ("shuffle_batches", "shuffle", {True: "shuffled every epoch", False: "in order"}),
-        ("random_offset", "random_offset", {True: "a random start row", False: "fixed (rows 0"}),
+        ("shuffle_batches", "shuffle", "batch order"),
+        ("random_offset", "random_offset", "chunk boundaries"),
     ],
 )
 def test_batch_order_and_chunk_boundaries_reach_train_through_fit(
@@ -471,16 +498,83 @@ def test_batch_order_and_chunk_boundaries_reach_train_through_fit(
     import hw3.train as train_module
 
     calls: list[bool] = []
-    real_train = train_module.train
+    real_train = train_module.train_fast
 
     def spy(*args, **kwargs):
         calls.append(kwargs[keyword])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", spy)
+    monkeypatch.setattr(train_module, "train_fast", spy)
     data = periodic_corpus(40, 2)
     for flag in (False, True):
         hp = tiny_hparams(epochs=1, **{field: flag})
         fit(box_model(hp), data, data, hp, progress=False)
-        assert described[flag] in hp.describe()
+        assert (described in hp.describe()) == flag  # described only when it applies
     assert calls == [False, True]
+
+
+def comparison_setup(dropout: float = 0.2) -> tuple[HParams, TransformerModel, torch.Tensor]:
+    hp = tiny_hparams(dropout=dropout, precision="fp32")
+    set_seed(hp.seed)
+    return hp, box_model(hp), torch.randint(VOCAB, (3 * hp.bptt + 1, 4))
+
+
+def test_the_comparison_runs_the_given_train_and_finds_the_fast_path_equal() -> None:
+    hp, model, data = comparison_setup()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    result = compare_with_given_train(train, model, data, hp, VOCAB, timed_batches=2)
+    assert result.precision == "fp32" and result.tolerance == 1e-4
+    assert result.gradient_difference < result.tolerance
+    assert abs(result.loss_fast - result.loss_given) < 1e-5
+    assert result.loss_given == pytest.approx(math.log(VOCAB), rel=0.2)  # one batch of an untrained model
+    assert result.ms_given > 0 and result.ms_fast > 0 and result.timed_batches == 2
+    assert torch.equal(rng, torch.get_rng_state())  # the training that follows is unaffected
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # copies were trained
+    text = str(result)
+    assert "relative difference" in text and "tolerance 0.0001, fp32" in text and "x faster" in text
+
+
+def test_the_comparison_catches_a_train_that_computes_another_loss() -> None:
+    hp, model, data = comparison_setup()
+
+    def wrong_train(model, bptt, train_data, criterion, ntokens, optimizer, scheduler, epoch):
+        """The given train() with the targets not shifted: another loss, another gradient."""
+        data = train_data[:bptt]
+        loss = criterion(model(data, model.generate_square_subsequent_mask(bptt)).view(-1, ntokens),
+                         data.reshape(-1))  # fmt: skip
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+
+    result = compare_with_given_train(wrong_train, model, data, hp, VOCAB, timed_batches=1)
+    assert result.gradient_difference > 100 * result.tolerance
+
+
+def test_without_dropout_switches_off_every_dropout_in_a_copy() -> None:
+    model = box_model(tiny_hparams(dropout=0.3))
+    quiet = without_dropout(model)
+    assert quiet is not model
+    assert all(m.p == 0.3 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert all(m.p == 0.0 for m in quiet.modules() if isinstance(m, torch.nn.Dropout))
+    assert all(m.dropout == 0.0 for m in quiet.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    quiet.train()
+    data, mask = torch.randint(VOCAB, (6, 2)), quiet.generate_square_subsequent_mask(6)
+    assert torch.equal(quiet(data, mask), quiet(data, mask))  # training mode, yet deterministic
+
+
+def test_epoch_weights_keep_a_copy_of_every_epoch() -> None:
+    hp = tiny_hparams(epochs=2)
+    set_seed(hp.seed)
+    model = box_model(hp)
+    data = periodic_corpus(40, 2)
+    kept = EpochWeights(model)
+    result = fit(model, data, data, hp, progress=False, on_epoch_end=kept)
+    assert sorted(kept.states) == [1, 2]
+    for name, tensor in model.state_dict().items():  # the last epoch's weights are the model's
+        assert (
+            torch.equal(kept.states[2][name], tensor) and kept.states[2][name].data_ptr() != tensor.data_ptr()
+        )
+    best = result.best_model.state_dict()
+    assert all(torch.equal(kept.states[result.best_epoch][k], v) for k, v in best.items())

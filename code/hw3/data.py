@@ -1,7 +1,7 @@
-"""WikiText-2 as the assignment uses it: splits as line iterators, ``data_process``, ``batchify``,
-``get_batch`` and a fingerprint of the processed data.
+"""WikiText-2 as the assignment uses it: splits as line iterators, `data_process`, `batchify`,
+`get_batch` and a fingerprint of the processed data.
 
-``python -m hw3.data --summary [--data-dir DIR]`` prints the fingerprint as JSON.
+`python -m hw3.data --summary [--data-dir DIR]` prints the fingerprint as JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from hw3.vocab import Vocab, basic_english_tokenize, build_vocab_from_iterator
 
 
 def read_lines(path: str | Path) -> Iterator[str]:
-    """The lines of one ``wiki.*.tokens`` file, newline kept,
+    """The lines of one `wiki.*.tokens` file, newline kept,
     as torchtext's WikiText2 yielded them."""
     with open(path, encoding="utf-8") as f:
         yield from f
@@ -29,11 +29,11 @@ def read_lines(path: str | Path) -> Iterator[str]:
 
 def WikiText2(
     root: str | Path | None = None, split: str | tuple[str, ...] = ("train", "valid", "test")
-):  # noqa: N802
-    """Drop-in for ``torchtext.datasets.WikiText2``: one line iterator per requested split.
+):
+    """Drop-in for `torchtext.datasets.WikiText2`: one line iterator per requested split.
 
-    ``root`` is a folder holding the three ``wiki.*.tokens`` files; without it the data is found or
-    fetched by :func:`hw3.download.wikitext2_dir` (cache, offline folder, or download).
+    `root` is a folder holding the three `wiki.*.tokens` files; without it the data is found or
+    fetched by `hw3.download.wikitext2_dir` (cache, offline folder, or download).
     """
     folder = Path(root) if root is not None else wikitext2_dir()
     splits = (split,) if isinstance(split, str) else tuple(split)
@@ -47,7 +47,7 @@ def WikiText2(
 def build_vocab(
     train_lines: Iterable[str], tokenizer: Callable[[str], list[str]] = basic_english_tokenize
 ) -> Vocab:
-    """The assignment's vocabulary: ``<unk>`` first, unknown words mapped to it."""
+    """The assignment's vocabulary: `<unk>` first, unknown words mapped to it."""
     vocab = build_vocab_from_iterator(map(tokenizer, train_lines), specials=["<unk>"])
     vocab.set_default_index(vocab["<unk>"])
     return vocab
@@ -97,7 +97,7 @@ def load_splits(
     device: torch.device | str | None = None,
 ) -> tuple[Vocab, Tensor, Tensor, Tensor]:
     """The vocabulary and the batchified train, valid and test splits of the WikiText-2 files in
-    ``folder`` (the assignment's pipeline, for the command line and the benchmarks)."""
+    `folder` (the assignment's pipeline, for the command line and the benchmarks)."""
     vocab = build_vocab(WikiText2(folder, split="train"))
     train_iter, val_iter, test_iter = WikiText2(folder)
     return (
@@ -122,8 +122,8 @@ def get_batch(source: Tensor, i: int, bptt: int) -> tuple[Tensor, Tensor]:
     if seq_len < 1:
         raise IndexError(f"get_batch: no target left at i={i} for a source of {len(source)} rows")
     data = source[i : i + seq_len]
-    # the next word of each input word, flattened
-    target = source[i + 1 : i + 1 + seq_len].reshape(-1)
+    # the next word of each input word, flattened row by row as the model's output is
+    target = source[i + 1 : i + 1 + seq_len].reshape(-1)  # completed
     return data, target
 
 

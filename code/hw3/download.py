@@ -1,7 +1,7 @@
 """Getting WikiText-2 (v1, tokenised): an offline folder, the per-user cache, or a download.
 
-Order: an explicit folder (``data_dir`` or ``$HW3_DATA_DIR``), then the cache (``$HW3_CACHE_DIR`` or
-the OS cache folder), then each mirror in turn. Whatever the source, the three ``wiki.*.tokens``
+Order: an explicit folder (`data_dir` or `$HW3_DATA_DIR`), then the cache (`$HW3_CACHE_DIR` or
+the OS cache folder), then each mirror in turn. Whatever the source, the three `wiki.*.tokens`
 files are checked against the published release's hashes before use; a bad download is deleted,
 never used. pooch does the HTTP transfer (temp file, atomic move, progress bar); extraction is ours
 because only three members are wanted and members that would land outside the target folder
@@ -58,7 +58,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def verify_folder(folder: str | Path) -> Path:
-    """Check that ``folder`` holds the three files with the right hashes;
+    """Check that `folder` holds the three files with the right hashes;
     raise DataError naming any bad one."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -97,7 +97,7 @@ def _cache_lock(folder: Path):
 
 
 def _safe_member_target(root: Path, member: str) -> Path:
-    """Where ``member`` would be extracted under ``root``; DataError if that is outside ``root``."""
+    """Where `member` would be extracted under `root`; DataError if that is outside `root`."""
     pure = PurePosixPath(member.replace("\\", "/"))
     target = (root / pure).resolve()
     if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(root.resolve()):
@@ -106,7 +106,7 @@ def _safe_member_target(root: Path, member: str) -> Path:
 
 
 def extract_wikitext(archive: str | Path, dest: str | Path) -> Path:
-    """Extract the three token files of ``archive`` into ``dest`` (flat) and verify them.
+    """Extract the three token files of `archive` into `dest` (flat) and verify them.
 
     Any member whose path would escape the folder makes the whole archive refused.
     """
@@ -181,7 +181,7 @@ def wikitext2_dir(
     urls: list[str] | None = None,
     offline: bool | None = None,
 ) -> Path:
-    """The folder holding verified ``wiki.{train,valid,test}.tokens``:
+    """The folder holding verified `wiki.{train,valid,test}.tokens`:
     offline folder, cache, or download."""
     data_dir = data_dir or os.environ.get("HW3_DATA_DIR")
     if data_dir:

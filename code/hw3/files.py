@@ -1,7 +1,7 @@
 """Writing a file so that nobody ever reads half of it: the project's one atomic write.
 
 The data goes to a temporary file in the destination's folder, is flushed to disk, and is renamed
-over the destination (a rename within one file system is atomic). After a crash, a ``kill -9``, a
+over the destination (a rename within one file system is atomic). After a crash, a `kill -9`, a
 power cut or a full disk, the destination holds its old bytes or the new ones, never a mix.
 """
 
@@ -17,10 +17,10 @@ from typing import Any, BinaryIO
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO], Any]) -> Path:
-    """Replace ``path`` by ``data`` in one step and return the path.
+    """Replace `path` by `data` in one step and return the path.
 
-    ``data`` is bytes, text (written as UTF-8), or a function that writes into the open binary file
-    (e.g. ``lambda f: torch.save(obj, f)``). Missing parent folders are created.
+    `data` is bytes, text (written as UTF-8), or a function that writes into the open binary file
+    (e.g. `lambda f: torch.save(obj, f)`). Missing parent folders are created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    """``obj`` as indented JSON (UTF-8, non-ASCII kept readable), written with ``write_atomic``."""
+    """`obj` as indented JSON (UTF-8, non-ASCII kept readable), written with `write_atomic`."""
     return write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 

@@ -1,21 +1,21 @@
-"""The fast training path: the model's decoder and ``nn.CrossEntropyLoss`` evaluated together.
+"""The fast training path: the model's decoder and `nn.CrossEntropyLoss` evaluated together.
 
-The decoder (``nn.Linear(emsize, ntokens)``, 28,782 words) and the softmax over its output dominate
-a training step. ``linear_cross_entropy`` computes exactly
-``F.cross_entropy(hidden @ W.T + b, targets)`` (mean over tokens) and its gradients, but:
+The decoder (`nn.Linear(emsize, ntokens)`, 28,782 words) and the softmax over its output dominate
+a training step. `linear_cross_entropy` computes exactly
+`F.cross_entropy(hidden @ W.T + b, targets)` (mean over tokens) and its gradients, but:
   - in row chunks: each chunk's logits are written into the gradient buffer and turned in place,
-    while the chunk is in cache, into ``softmax - one_hot(target)``: the gradient of the loss is
+    while the chunk is in cache, into `softmax - one_hot(target)`: the gradient of the loss is
     computed in the forward pass (the loss is the last operation of the graph, so nothing is
     recomputed in backward) and fp32 logits are never held,
-  - into buffers reused from step to step (:class:`Workspace`): a fresh 40 MB tensor per step costs
+  - into buffers reused from step to step (`Workspace`): a fresh 40 MB tensor per step costs
     ~10,000 page faults on a CPU (glibc hands big blocks back to the kernel on free), more than the
     softmax itself,
-  - the matrix products run in ``compute_dtype`` (bf16 where the hardware has it, as autocast
-    would); the softmax is computed in fp32 and stored in ``compute_dtype``, the gradient's
-    precision under autocast. The loss is ``-log p(target)`` from those stored probabilities: in
+  - the matrix products run in `compute_dtype` (bf16 where the hardware has it, as autocast
+    would); the softmax is computed in fp32 and stored in `compute_dtype`, the gradient's
+    precision under autocast. The loss is `-log p(target)` from those stored probabilities: in
     bf16 each token's loss carries a rounding error below 0.002 nats, unbiased, so a batch's mean
     loss is accurate to ~1e-4 nats.
-``hidden_states`` is ``TransformerModel.forward`` without its last line (the decoder).
+`hidden_states` is `TransformerModel.forward` without its last line (the decoder).
 """
 
 import math
@@ -26,8 +26,8 @@ from torch import Tensor
 
 
 def hidden_states(model, src: Tensor, src_mask: Tensor | None) -> Tensor:
-    """``TransformerModel.forward`` up to (not including) the decoder:
-    ``[seq_len, batch, emsize]``."""
+    """`TransformerModel.forward` up to (not including) the decoder:
+    `[seq_len, batch, emsize]`."""
     src = model.encoder(src) * math.sqrt(model.ninp)
     src = model.pos_encoder(src)
     return model.transformer_encoder(src, src_mask)
@@ -37,9 +37,9 @@ class Workspace:
     """Buffers reused across training steps,
     lent out until the backward pass that needs them has run.
 
-    ``borrow`` hands out a cached tensor of the asked shape, or a fresh one while the cached one is
+    `borrow` hands out a cached tensor of the asked shape, or a fresh one while the cached one is
     still lent (e.g. two forward passes before one backward): a lent buffer is never overwritten. A
-    backward pass run twice (``retain_graph=True``) with another forward pass in between is
+    backward pass run twice (`retain_graph=True`) with another forward pass in between is
     not supported.
     """
 
@@ -48,7 +48,7 @@ class Workspace:
         self._lent: set[tuple] = set()
 
     def borrow(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device):
-        """``(tensor, key)``: pass ``key`` to :meth:`give_back` when the tensor may be reused."""
+        """`(tensor, key)`: pass `key` to `give_back` when the tensor may be reused."""
         key = (name, dtype, str(device))
         numel = math.prod(shape)
         if key in self._lent:
@@ -60,7 +60,7 @@ class Workspace:
         return buffer[:numel].view(shape), key
 
     def give_back(self, *keys) -> None:
-        """Mark borrowed buffers as free again (``None`` keys, of unshared tensors, are ignored)."""
+        """Mark borrowed buffers as free again (`None` keys, of unshared tensors, are ignored)."""
         for key in keys:
             self._lent.discard(key)
 
@@ -70,7 +70,7 @@ IN_PLACE_SOFTMAX_DEVICES = ("cpu",)  # where the softmax may overwrite its input
 
 
 class LinearCrossEntropy(torch.autograd.Function):
-    """``mean(cross_entropy(hidden @ weight.T + bias, targets))`` with the
+    """`mean(cross_entropy(hidden @ weight.T + bias, targets))` with the
     gradient computed in forward."""
 
     @staticmethod
@@ -168,10 +168,10 @@ def linear_cross_entropy(
     compute_dtype: torch.dtype = torch.float32,
     chunk_rows: int = 350,
 ) -> Tensor:
-    """``F.cross_entropy(F.linear(hidden, weight, bias), targets)`` without
+    """`F.cross_entropy(F.linear(hidden, weight, bias), targets)` without
     materialising fp32 logits.
 
-    ``hidden`` is ``[tokens, emsize]``, ``weight`` ``[ntokens, emsize]``, ``targets`` ``[tokens]``;
-    the matrix products run in ``compute_dtype``, the softmax in fp32 (stored in ``compute_dtype``).
+    `hidden` is `[tokens, emsize]`, `weight` `[ntokens, emsize]`, `targets` `[tokens]`;
+    the matrix products run in `compute_dtype`, the softmax in fp32 (stored in `compute_dtype`).
     """
     return LinearCrossEntropy.apply(hidden, weight, bias, targets, compute_dtype, chunk_rows)

@@ -4,17 +4,17 @@ Every value is checked against the box the assignment allows (embedding and hidd
 layers and heads 2-4, dropout 0-0.3, SGD/Adam/RAdam, learning rate 5e-3-5.0, bptt 35, batch 20/10,
 clip 0.5) when the object is built, so a bad configuration is refused before any data is loaded.
 
-Learning-rate schedule: one multiplier per optimizer step (``scheduler.step()`` after every batch):
-a linear warm-up over ``warmup_batches`` steps, times
-  - ``"step"``:     ``step_gamma ** epoch`` (the assignment's ``StepLR(optimizer, 1.0, gamma=0.95)``
+Learning-rate schedule: one multiplier per optimizer step (`scheduler.step()` after every batch):
+a linear warm-up over `warmup_batches` steps, times
+  - `"step"`:     `step_gamma ** epoch` (the assignment's `StepLR(optimizer, 1.0, gamma=0.95)`
                     stepped once per epoch, expressed per batch),
-  - ``"cosine"``:   half a cosine from the peak ``lr`` down to zero at the last batch of the
+  - `"cosine"`:   half a cosine from the peak `lr` down to zero at the last batch of the
                     last epoch,
-  - ``"invsqrt"``:  the peak ``lr`` at the end of the warm-up, then
-                    ``lr * sqrt(warmup_batches / step)`` (the schedule of
+  - `"invsqrt"`:  the peak `lr` at the end of the warm-up, then
+                    `lr * sqrt(warmup_batches / step)` (the schedule of
                     "Attention Is All You Need"),
-  - ``"constant"``: the peak ``lr`` throughout,
-and over the last ``cooldown`` fraction of all batches, a linear fall to zero
+  - `"constant"`: the peak `lr` throughout,
+and over the last `cooldown` fraction of all batches, a linear fall to zero
 (a final annealing phase).
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,29 +93,18 @@ class HParams:
     nlayers: int = 4  # encoder layers, [2, 4]
     nhead: int = 2  # attention heads, [2, 4], emsize divisible by nhead
     dropout: float = 0.1  # [0.0, 0.3]
-    norm_first: bool = (
-        True  # False = post-LayerNorm, True = pre-LayerNorm (stable at Adam lr >= 5e-3)
-    )
-    tie_weights: bool = (
-        False  # True = the decoder reuses the embedding matrix (Press & Wolf 2017); the
-    )
-    # given class is unchanged, one line after building it shares the weight
-    # (see hw3.train.tie_weights)
+    norm_first: bool = True  # False = post-LayerNorm, True = pre-LayerNorm
+    # True = the decoder reuses the embedding matrix (train.tie_weights; the class is unchanged)
+    tie_weights: bool = False
     # optimizer and schedule
     optimizer: str = "Adam"  # SGD | Adam | RAdam
     lr: float = 5e-3  # peak learning rate, [5e-3, 5.0]
     adam_beta1: float = 0.9  # Adam/RAdam only
-    adam_beta2: float = (
-        0.999  # Adam/RAdam only (0.98 trailed by 0.10 nats of test loss: profile_defaults)
-    )
-    weight_decay: float = (
-        0.2  # on weight matrices and embeddings only (biases and LayerNorm are not decayed)
-    )
-    decoupled_weight_decay: bool = (
-        True  # Adam/RAdam: shrink weights by lr*weight_decay (AdamW), not L2;
-    )
-    # plain SGD (no momentum) is the same either way:
-    # its L2 term already shrinks by lr * weight_decay
+    adam_beta2: float = 0.999  # Adam/RAdam only
+    weight_decay: float = 0.2  # on weight matrices and embeddings (not biases, LayerNorm gains)
+    # Adam/RAdam: shrink the weights by lr * weight_decay a step (the AdamW form), not an L2 term;
+    # plain SGD is the same either way (its L2 term shrinks by lr * weight_decay)
+    decoupled_weight_decay: bool = True
     scheduler: str = "invsqrt"  # step | cosine | invsqrt | constant (see the module docstring)
     warmup_batches: int = 100  # linear warm-up steps (0 = none)
     step_gamma: float = 0.95  # per-epoch decay of the "step" scheduler
@@ -122,9 +112,8 @@ class HParams:
     # training loop (Task 4)
     epochs: int = 4
     shuffle_batches: bool = True  # visit the bptt chunks in a seeded random order; False = in order
-    random_offset: bool = (
-        True  # start each epoch's chunks at a seeded random row in [0, bptt); False = row 0
-    )
+    # start each epoch's chunks at a seeded random row in [0, bptt); False = row 0
+    random_offset: bool = True
     bptt: int = 35
     batch_size: int = 20
     eval_batch_size: int = 10
@@ -133,9 +122,7 @@ class HParams:
     max_train_batches: int | None = None  # batches per epoch; None = the full epoch
     max_eval_batches: int | None = None  # batches of valid/test evaluated; None = the whole split
     log_interval: int = 200  # batches between log lines
-    precision: str = (
-        "auto"  # auto (bf16 autocast where the hardware has it, else fp32) | fp32 | bf16
-    )
+    precision: str = "auto"  # auto (bf16 where the hardware has it, else fp32) | fp32 | bf16
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -191,108 +178,115 @@ class HParams:
         return dataclasses.replace(self, **changes)
 
     def scheduler_description(self) -> str:
+        """The learning-rate schedule in words (only the settings it uses)."""
         warm = (
             f"linear warm-up over {self.warmup_batches} batches, then "
             if self.warmup_batches
             else ""
         )
         shape = {
-            "step": (
-                f"x{self.step_gamma} per epoch (StepLR(step_size=1, gamma={self.step_gamma}) "
-                "as a per-batch LambdaLR)"
-            ),
-            "cosine": "cosine decay to 0 at the last batch of the last epoch",
-            "invsqrt": (
-                f"lr * sqrt({max(self.warmup_batches, 1)} / step) (inverse square-root decay)"
-            ),
+            "step": f"x{self.step_gamma:g} after every epoch (StepLR, gamma={self.step_gamma:g})",
+            "cosine": "a cosine decay to 0 at the last batch",
+            "invsqrt": f"lr * sqrt({max(self.warmup_batches, 1)} / step) (inverse square root)",
             "constant": "constant",
         }[self.scheduler]
         cool = (
-            f", then linearly to 0 over the last {self.cooldown:.0%} of the batches"
+            f", linearly to 0 over the last {self.cooldown:.0%} of the batches"
             if self.cooldown
             else ""
         )
-        return f"LambdaLR stepped every batch: {warm}{shape}{cool}"
+        return f"{warm}{shape}{cool}; stepped after every batch"
 
     def optimizer_description(self) -> str:
+        """The optimizer in words and as the call that builds it (only the settings it uses)."""
         if self.optimizer == "SGD":
-            return f"torch.optim.SGD(lr={self.lr:g}, weight_decay={self.weight_decay:g})"
-        decoupled = ", decoupled_weight_decay=True" if self.decoupled_weight_decay else ""
-        return (
+            form = "plain SGD" + (" with weight decay" if self.weight_decay else "")
+            call = f"torch.optim.SGD(lr={self.lr:g}, weight_decay={self.weight_decay:g})"
+            return f"{form}: {call}"
+        decay = ""
+        if self.weight_decay and self.decoupled_weight_decay:
+            form = "AdamW" if self.optimizer == "Adam" else "decoupled"
+            decay = f" with decoupled weight decay (the {form} form)"
+        elif self.weight_decay:
+            decay = " with L2 weight decay"
+        call = (
             f"torch.optim.{self.optimizer}(lr={self.lr:g}, "
-            f"betas=({self.adam_beta1:g}, {self.adam_beta2:g}), "
-            f"weight_decay={self.weight_decay:g}{decoupled})"
+            f"betas=({self.adam_beta1:g}, {self.adam_beta2:g}), weight_decay={self.weight_decay:g}"
+            + (", decoupled_weight_decay=True)" if self.decoupled_weight_decay else ")")
         )
+        return f"{self.optimizer}{decay}: {call}"
 
-    def describe(self) -> str:
-        """Every hyper-parameter, one per line (Task 3 asks to print all of them)."""
-        rows = [
+    def describe(self, run: dict[str, Any] | None = None) -> str:
+        """Every hyper-parameter that applies, one per line (Task 3 asks to print all of them), and
+        with run (hw3.train.resolved_run) the device and the precision that ran."""
+        full = self.max_train_batches is None and self.max_eval_batches is None
+        rows: list[tuple[str, Any]] = [
             ("embedding size (emsize)", self.emsize),
             ("hidden units (nhid)", self.nhid),
             ("encoder layers (nlayers)", self.nlayers),
             ("attention heads (nhead)", self.nhead),
-            ("dropout", self.dropout),
+            ("dropout", f"{self.dropout:g}"),
             (
                 "LayerNorm",
                 "pre (norm_first=True)" if self.norm_first else "post (norm_first=False)",
             ),
-            (
-                "decoder weights",
-                "tied to the embedding (decoder.weight = encoder.weight)"
-                if self.tie_weights
-                else "own (untied)",
-            ),
+            ("decoder weights", "tied to the embedding" if self.tie_weights else None),
             ("loss criterion", "nn.CrossEntropyLoss()"),
             ("optimizer", self.optimizer_description()),
+            (
+                "weight decay applies to",
+                "weight matrices and embeddings" if self.weight_decay else None,
+            ),
             ("learning rate (peak)", f"{self.lr:g}"),
             ("scheduler", self.scheduler_description()),
             ("epochs", self.epochs),
-            (
-                "batch order",
-                "shuffled every epoch"
-                if self.shuffle_batches
-                else "in order (the assignment's loop)",
-            ),
+            ("bptt", self.bptt),
+            ("batch size (train, eval)", f"{self.batch_size}, {self.eval_batch_size}"),
+            ("gradient clipping (max norm)", f"{self.clip:g}"),
+            ("batch order", "shuffled every epoch" if self.shuffle_batches else None),
             (
                 "chunk boundaries",
-                "a random start row in [0, bptt) every epoch"
-                if self.random_offset
-                else "fixed (rows 0, bptt, ...)",
+                "from a random row in [0, bptt) every epoch" if self.random_offset else None,
             ),
-            ("bptt", self.bptt),
-            ("batch size (train)", self.batch_size),
-            ("batch size (eval)", self.eval_batch_size),
-            ("gradient clipping (max norm)", self.clip),
+            ("draft run", None if full else self._draft_description()),
             ("seed", self.seed),
-            (
-                "train batches per epoch",
-                "full epoch" if self.max_train_batches is None else self.max_train_batches,
-            ),
-            (
-                "eval batches",
-                "whole split" if self.max_eval_batches is None else self.max_eval_batches,
-            ),
-            ("log interval (batches)", self.log_interval),
-            ("precision", self.precision),
         ]
+        if run is not None:
+            cpu = run["device"] == "cpu"
+            rows += [
+                (
+                    "device",
+                    run["device_name"] if cpu else f"{run['device']} ({run['device_name']})",
+                ),
+                ("precision", f"{run['precision']} ({run['precision_why']})"),
+            ]
+        rows = [(name, value) for name, value in rows if value is not None]
         width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name:<{width}} : {value}" for name, value in rows)
+        lines = []
+        for name, value in rows:  # values wrapped to 100 columns, under their column
+            wrapped = textwrap.wrap(str(value), 100 - width - 3) or [""]
+            lines.append(f"{name:<{width}} : " + ("\n" + " " * (width + 3)).join(wrapped))
+        return "\n".join(lines)
+
+    def _draft_description(self) -> str:
+        train, evaluate = self.max_train_batches or "all", self.max_eval_batches or "all"
+        return f"{train} training batches per epoch, {evaluate} batches of valid/test evaluated"
 
     def __str__(self) -> str:
         return self.describe()
 
 
 def profile_defaults(profile: str) -> HParams:
-    """The hyper-parameters of a profile: ``full`` is the submission,
-    ``quick`` a minutes-long draft.
+    """The hyper-parameters of a profile: `full` is the submission,
+    `quick` a minutes-long draft.
 
-    ``full`` (the class defaults) is the largest model the box allows (emsize = nhid = 250, 4
+    `full` (the class defaults) is the largest model the box allows (emsize = nhid = 250, 4
     layers, 2 heads), dropout 0.1, pre-LayerNorm, Adam (betas 0.9, 0.999) at the lowest allowed peak
     lr (5e-3) reached after 100 warm-up batches, then an inverse square-root decay (1.6e-3 after
     1,000 batches, 9e-4 after one epoch), and over the last 20% of the 4 epochs a linear fall to
     zero (an annealing phase: the loss drops while the steps shrink); each epoch cuts the text into
-    chunks from a seeded random row in [0, 35) (``random_offset``) and visits them in a seeded
-    random order (``shuffle_batches``); weight decay 0.2, decoupled (AdamW), on the weight matrices
+    chunks from a seeded random row in [0, 35) (`random_offset`) and visits them in a seeded
+    random order (`shuffle_batches`); weight decay 0.2, decoupled (AdamW), on the weight matrices
     and embeddings.
     Measured on WikiText-2 (seed 211, training loss averaged over 200 batches): at a constant 5e-3
     (the start of a 10-epoch cosine) post-LayerNorm went unstable after the warm-up (6.38 -> 6.57
@@ -323,7 +317,7 @@ def profile_defaults(profile: str) -> HParams:
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
-    """Accept ints where floats are expected (papermill injects ``5`` for ``5.0``);
+    """Accept ints where floats are expected (a notebook parameter `lr = 5` for `5.0`);
     refuse wrong types."""
     if not isinstance(
         annotation, str

@@ -1,11 +1,11 @@
-"""The record of one training run, ``metrics.json``: one schema, written by the notebook and by
-``python -m hw3.train`` (both through ``write_metrics``), checked wherever it is read
-(``read_metrics``).
+"""The record of one training run, `metrics.json`: one schema, written by the notebook and by
+`python -m hw3.train` (both through `write_metrics`), checked wherever it is read
+(`read_metrics`).
 
-A record holds what was asked (``profile``, ``hparams``), what ran (``run``: device, precision,
-optimizer, threads, torch version), on what (``data``: the fingerprint of ``hw3.data.summary``), and
-what came out: the per-epoch ``history``, the best epoch, and, once the run has finished, the test
-loss and perplexity of the best model and its generated ``sentences``. ``answers`` holds values the
+A record holds what was asked (`profile`, `hparams`), what ran (`run`: device, precision,
+optimizer, threads, torch version), on what (`data`: the fingerprint of `hw3.data.summary`), and
+what came out: the per-epoch `history`, the best epoch, and, once the run has finished, the test
+loss and perplexity of the best model and its generated `sentences`. `answers` holds values the
 notebook prints for the assignment's questions (shapes, counts), for the report to quote.
 """
 
@@ -50,7 +50,7 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_ppl", "lr", "seconds")
 
 
 class MetricsError(ValueError):
-    """A ``metrics.json`` that is missing, unreadable or not of this schema (the message says
+    """A `metrics.json` that is missing, unreadable or not of this schema (the message says
     which)."""
 
 
@@ -66,9 +66,9 @@ def metrics_record(
     sentences: list[str] | None = None,
     **optional: Any,
 ) -> dict[str, Any]:
-    """The record of a run: ``fit_result`` is what ``hw3.train.fit`` returned; ``test_loss`` and
-    ``sentences`` are given once the best model has been tested; ``optional`` holds the keys of
-    :data:`OPTIONAL_FIELDS` (``figures``, ``answers``, ``sense_check``)."""
+    """The record of a run: `fit_result` is what `hw3.train.fit` returned; `test_loss` and
+    `sentences` are given once the best model has been tested; `optional` holds the keys of
+    `OPTIONAL_FIELDS` (`figures`, `answers`, `sense_check`)."""
     unknown = sorted(set(optional) - set(OPTIONAL_FIELDS))
     if unknown:
         raise MetricsError(f"unknown metrics field(s) {unknown}; known: {sorted(OPTIONAL_FIELDS)}")
@@ -95,8 +95,8 @@ def metrics_record(
 
 
 def check_metrics(record: Any, *, finished: bool = True, source: str = "metrics") -> dict[str, Any]:
-    """Return ``record`` if it follows the schema (with the test results when ``finished``), else
-    raise ``MetricsError`` naming the first problem."""
+    """Return `record` if it follows the schema (with the test results when `finished`), else
+    raise `MetricsError` naming the first problem."""
     if not isinstance(record, dict):
         raise MetricsError(f"{source}: expected a JSON object, got {type(record).__name__}")
     if record.get("schema") != METRICS_SCHEMA:
@@ -120,13 +120,13 @@ def check_metrics(record: Any, *, finished: bool = True, source: str = "metrics"
 
 
 def write_metrics(out_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Check ``record`` and write it to ``out_dir/metrics.json`` atomically; returns the path."""
+    """Check `record` and write it to `out_dir/metrics.json` atomically; returns the path."""
     check_metrics(record, finished="test_loss" in record, source="the record to write")
     return write_json_atomic(Path(out_dir) / METRICS_NAME, record)
 
 
 def read_metrics(path: str | Path, *, finished: bool = True) -> dict[str, Any]:
-    """The record in ``path`` (a ``metrics.json``), checked against the schema."""
+    """The record in `path` (a `metrics.json`), checked against the schema."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,9 +1,8 @@
-"""Task 3's model, exactly as the assignment gives it:
-``PositionalEncoding`` and ``TransformerModel``.
+"""Task 3's model, exactly as the assignment gives it: PositionalEncoding and TransformerModel.
 
-The maths, the initialisation and ``generate_square_subsequent_mask`` are the assignment's; only
-docstrings and comments are added. The fast training path (:mod:`hw3.fused_loss`) reuses these
-modules as they are and only changes how the decoder and the loss are evaluated.
+The maths, the initialisation and generate_square_subsequent_mask are the assignment's; only
+docstrings are added. The fast training path (hw3/fused_loss.py) reuses these modules as they are
+and only changes how the decoder and the loss are evaluated.
 """
 
 import math
@@ -17,7 +16,7 @@ class PositionalEncoding(nn.Module):
     """Adds the fixed sinusoidal position signal to the embeddings, then applies dropout."""
 
     def __init__(self, d_model, dropout=0.1, max_len=5000):
-        super(PositionalEncoding, self).__init__()  # noqa: UP008 (the assignment's code, kept as given)
+        super(PositionalEncoding, self).__init__()
         self.dropout = nn.Dropout(p=dropout)
 
         pe = torch.zeros(max_len, d_model)
@@ -34,15 +33,14 @@ class PositionalEncoding(nn.Module):
 
 
 class TransformerModel(nn.Module):
-    """Embedding -> positional encoding -> ``nlayers`` encoder layers (causal mask)
+    """Embedding -> positional encoding -> `nlayers` encoder layers (causal mask)
     -> linear decoder.
 
-    Input ``src`` is ``[seq_len, batch]`` token ids;
-    the output is ``[seq_len, batch, ntoken]`` logits.
+    Input src is [seq_len, batch] token ids; the output is [seq_len, batch, ntoken] logits.
     """
 
     def __init__(self, ntoken, ninp, nhead, nhid, nlayers, dropout=0.5, norm_first=False):
-        super(TransformerModel, self).__init__()  # noqa: UP008 (the assignment's code, kept as given)
+        super(TransformerModel, self).__init__()
         self.pos_encoder = PositionalEncoding(ninp, dropout)
         encoder_layers = TransformerEncoderLayer(ninp, nhead, nhid, dropout, norm_first=norm_first)
         self.transformer_encoder = TransformerEncoder(encoder_layers, nlayers)
@@ -54,7 +52,7 @@ class TransformerModel(nn.Module):
 
     def generate_square_subsequent_mask(self, sz):
         mask = (torch.triu(torch.ones(sz, sz)) == 1).transpose(0, 1)
-        mask = mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))  # noqa: UP018
+        mask = mask.float().masked_fill(mask == 0, float("-inf")).masked_fill(mask == 1, float(0.0))
         return mask
 
     def init_weights(self):

@@ -1,29 +1,22 @@
-"""Task 4: training and evaluation in the assignment's form, made fast without changing the maths.
+"""Task 4: training and evaluation in the assignment's form.
 
-- ``evaluate(model, eval_data, ...)`` is the assignment's function with its globals made arguments.
-- ``train(model, bptt, ...)`` is the assignment's one-epoch loop with the blanks completed
-  (``output = model(data, src_mask)``, ``loss = criterion(output.view(-1, ntokens), targets)``) and
-  the same log lines, plus a progress bar (off when ``TQDM_DISABLE=1``).
-- ``fit(...)`` is the assignment's epoch loop: validation after each epoch, the best model kept as a
-  real copy (the assignment's ``best_model = model`` only keeps a reference to the final model), a
-  per-epoch history, and Ctrl-C keeps what was learnt so far.
+- evaluate(model, eval_data, ...) is the given function, its globals made arguments.
+- train(model, bptt, ...) is the given one-epoch function, its globals made arguments and its two
+  blanks completed: output = model(data, src_mask) and
+  loss = criterion(output.view(-1, ntokens), targets).
+- fit(...) is the given epoch loop, completed: validation after each epoch and the best model kept
+  as a real copy (the given best_model = model keeps a reference to the model, which trains on).
+  Its epochs run the fast path of the same train() (hw3/fastpath.py);
+  compare_with_given_train runs both on the same batch from the same weights.
 
-Speed, same computation: bf16 autocast where the hardware has it (the loss and its softmax in fp32),
-the decoder and the loss fused in row chunks (:mod:`hw3.fused_loss`), the fused Adam kernel, and no
-host synchronisation per step on GPUs. The learning-rate scheduler is stepped after every batch (see
-:mod:`hw3.hparams` for the schedules; the assignment's per-epoch StepLR is one of them).
-
-``python -m hw3.train`` trains outside the notebook with these functions (the command line is
-``hw3.cli``).
+python -m hw3.train trains outside the notebook with these functions (its command line: hw3/cli.py).
 """
 
 import copy
 import math
-import os
 import random
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -31,17 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from hw3.data import get_batch
-from hw3.fast_dropout import fast_dropout
-from hw3.fused_loss import hidden_states, linear_cross_entropy
+from hw3.fastpath import train_fast
 from hw3.hparams import HParams
 from hw3.model import TransformerModel
-
-
-class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 def set_seed(seed: int) -> None:
@@ -52,7 +39,7 @@ def set_seed(seed: int) -> None:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
+    """ "auto" picks CUDA when available, else the CPU."""
     if device == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -63,8 +50,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX):
-    only then bf16 pays."""
+    """True when this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX): only then bf16
+    pays."""
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # older torch without these probes: stay in fp32
@@ -72,48 +59,58 @@ def cpu_has_bf16() -> bool:
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain fp32."""
+    """The autocast dtype for precision on device; None means plain fp32."""
+    return precision_choice(device, precision)[0]
+
+
+def precision_choice(
+    device: torch.device, precision: str = "auto"
+) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype (None: plain fp32) for precision on device, and why."""
     if precision == "fp32":
-        return None
+        return None, "precision = 'fp32' was chosen"
+    if precision == "bf16":
+        return torch.bfloat16, "precision = 'bf16' was chosen"
     if device.type == "cuda":
-        # GPUs without bf16 (e.g. Colab's T4) train in fp32:
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "precision = 'auto' and this GPU computes in bf16"
         # fp16 would need loss scaling in the loop
-        return torch.bfloat16 if precision == "bf16" or torch.cuda.is_bf16_supported() else None
-    if precision == "bf16" or cpu_has_bf16():
-        return torch.bfloat16
-    return None
+        return None, "precision = 'auto' and this GPU has no bf16"
+    if cpu_has_bf16():
+        return torch.bfloat16, "precision = 'auto' and this CPU multiplies bf16 natively"
+    return None, "precision = 'auto' and this CPU has no native bf16 (it would be slower)"
 
 
 def resolved_run(device: torch.device, hp: HParams) -> dict[str, Any]:
-    """What actually runs for ``hp`` on ``device``: the device and its name, the precision
-    ``precision="auto"`` resolves to, the optimizer call, the CPU threads and torch's version."""
+    """What runs for hp on device: the device and its name, the precision (and why), the optimizer,
+    the CPU threads and torch's version."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
         name = f"CPU ({torch.backends.cpu.get_cpu_capability()})"
-    amp = autocast_dtype(device, hp.precision)
+    amp, why = precision_choice(device, hp.precision)
     return {
         "device": str(device),
         "device_name": name,
         "precision": "bf16 autocast" if amp is torch.bfloat16 else "fp32",
+        "precision_why": why,
         "optimizer": hp.optimizer_description(),
         "threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
     }
 
 
-def tie_weights(model: TransformerModel) -> TransformerModel:
-    """Make the decoder use the embedding matrix (both are ``ntoken x ninp``): one 7.2 M-weight
-    matrix instead of two, trained by both the input and the output side
-    (Press & Wolf 2017, Inan et al. 2017).
-    The class stays as given; the decoder keeps its own bias."""
+def tie_weights(model: nn.Module) -> nn.Module:
+    """Make the decoder use the embedding matrix (both are ntoken x ninp): one matrix instead of
+    two, trained from the input and the output side (Press & Wolf 2017). The given class is
+    unchanged; the decoder keeps its own bias."""
     model.decoder.weight = model.encoder.weight
     return model
 
 
 def build_model(ntokens: int, hp: HParams) -> TransformerModel:
-    """The given ``TransformerModel`` with the hyper-parameters' sizes, dropout and LayerNorm
-    placement (and the decoder tied to the embedding when ``hp.tie_weights``)."""
+    """The given TransformerModel with the hyper-parameters' sizes, dropout and LayerNorm placement
+    (and the decoder tied to the embedding when hp.tie_weights)."""
     model = TransformerModel(
         ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first
     )
@@ -121,9 +118,9 @@ def build_model(ntokens: int, hp: HParams) -> TransformerModel:
 
 
 def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list[dict[str, Any]]:
-    """The optimizer's parameters: all in one group, or with ``weight_decay > 0`` the weight
-    matrices and embeddings (decayed) apart from the biases and LayerNorm gains (not decayed:
-    nanoGPT's split, since pulling a gain or a bias towards 0 does not make the model simpler)."""
+    """The optimizer's parameters: one group, or with weight decay the weight matrices and
+    embeddings (decayed) apart from the biases and LayerNorm gains (not decayed: pulling a gain or
+    a bias towards 0 does not make the model simpler)."""
     params = list(model.parameters())
     if hp.weight_decay == 0:
         return params
@@ -134,9 +131,9 @@ def parameter_groups(model: nn.Module, hp: HParams) -> list[nn.Parameter] | list
 
 
 def optimizer_kwargs(hp: HParams) -> dict[str, Any]:
-    """The keyword arguments of ``torch.optim.<hp.optimizer>`` for these hyper-parameters. With
-    ``decoupled_weight_decay``, Adam and RAdam shrink the decayed weights by ``lr * weight_decay`` a
-    step (AdamW) instead of adding an L2 term to their gradients."""
+    """The keyword arguments of torch.optim.<hp.optimizer>. With decoupled_weight_decay, Adam and
+    RAdam shrink the decayed weights by lr * weight_decay a step (the AdamW form) instead of adding
+    an L2 term to their gradients."""
     if hp.optimizer == "SGD":
         return dict(lr=hp.lr, weight_decay=hp.weight_decay)
     return dict(
@@ -148,39 +145,14 @@ def optimizer_kwargs(hp: HParams) -> dict[str, Any]:
 
 
 def make_optimizer(model: nn.Module, hp: HParams) -> torch.optim.Optimizer:
-    """SGD, Adam or RAdam over ``parameter_groups`` with ``optimizer_kwargs``;
-    the fused kernel where torch has one (same maths)."""
+    """SGD, Adam or RAdam over parameter_groups with optimizer_kwargs; the fused kernel where torch
+    has one (same maths)."""
     groups, kwargs = parameter_groups(model, hp), optimizer_kwargs(hp)
     optimizer_class = getattr(torch.optim, hp.optimizer)
     try:
         return optimizer_class(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimizer/device
         return optimizer_class(groups, **kwargs)
-
-
-def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
-    """``clip_grad_norm_(params, clip)`` then ``optimizer.step()``,
-    with one pass over the gradients less.
-
-    The clipping factor is ``min(1, clip / (norm + 1e-6))`` as in ``clip_grad_norm_``. A fused
-    optimizer (Adam/SGD with ``fused=True``) takes it as its ``grad_scale`` (the hook
-    ``torch.amp.GradScaler`` uses; the kernel divides each gradient by it as it reads it), so the
-    14.6 million gradients are not rewritten in memory first; other optimizers get the gradients
-    multiplied in place, exactly as ``clip_grad_norm_``.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
-    total_norm = torch.nn.utils.get_total_norm(grads)
-    factor = torch.clamp(clip / (total_norm + 1e-6), max=1.0)
-    if getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"):
-        optimizer.grad_scale = factor.reciprocal()
-        optimizer.found_inf = torch.zeros((), dtype=torch.float32, device=factor.device)
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.grad_scale, optimizer.found_inf
-    else:
-        torch._foreach_mul_(grads, factor)
-        optimizer.step()
 
 
 def lr_factor(
@@ -193,13 +165,10 @@ def lr_factor(
     gamma: float,
     cooldown: float = 0.0,
 ) -> float:
-    """Learning-rate multiplier after ``step`` optimizer steps: linear warm-up times the schedule's
-    shape, times a linear fall to zero over the last ``cooldown`` fraction of the
-    ``total`` steps."""
+    """Learning-rate multiplier after step optimizer steps: a linear warm-up times the schedule's
+    shape, times a linear fall to zero over the last cooldown fraction of the total steps."""
     warm = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-    if (
-        schedule == "step"
-    ):  # the assignment's StepLR(optimizer, 1.0, gamma): x gamma after each epoch
+    if schedule == "step":  # StepLR(optimizer, 1.0, gamma): x gamma after each epoch
         shape = gamma ** (step // batches_per_epoch)
     elif schedule == "cosine":  # half a cosine from the peak to 0 at the last step
         shape = 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / max(1, total))))
@@ -214,8 +183,7 @@ def lr_factor(
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, hp: HParams, batches_per_epoch: int):
-    """A LambdaLR stepped after every batch
-    (warm-up, then the chosen shape over ``hp.epochs`` epochs)."""
+    """A LambdaLR stepped after every batch (warm-up, then the chosen shape over hp.epochs)."""
     factor = partial(
         lr_factor,
         schedule=hp.scheduler,
@@ -229,16 +197,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, hp: HParams, batches_per_ep
 
 
 def count_batches(data: Tensor, bptt: int, max_batches: int | None = None) -> int:
-    """Batches of ``bptt`` rows in ``data``
-    (the last one may be shorter), capped at ``max_batches``."""
+    """Batches of bptt rows in data (the last one may be shorter), capped at max_batches."""
     n = math.ceil((data.size(0) - 1) / bptt)
     return n if max_batches is None else min(n, max_batches)
 
 
 def epoch_slice(train_data: Tensor, epoch: int, max_batches: int | None, bptt: int) -> Tensor:
-    """The rows epoch ``epoch`` trains on: all of them, or for a draft run (``max_batches``) the
-    next ``max_batches`` batches after the previous epoch's, so each epoch sees new text
-    (wrapping around)."""
+    """The rows an epoch trains on: all of them, or for a draft run (max_batches) the next
+    max_batches batches after the previous epoch's, so each epoch sees new text (wrapping
+    around)."""
     if max_batches is None:
         return train_data
     rows = max_batches * bptt
@@ -254,12 +221,9 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     max_batches: int | None = None,
 ) -> float:
-    """Mean loss per target token over ``eval_data`` (the assignment's ``evaluate``).
-
-    Each batch's mean loss is weighted by its length; on a full pass the number of rows is
-    ``len(eval_data) - 1``, exactly the assignment's denominator. ``max_batches`` evaluates a
-    prefix only.
-    """
+    """Mean loss per target word over eval_data (the given evaluate). On a full pass the batch
+    losses, weighted by their lengths, are divided by len(eval_data) - 1 rows, as in the given code;
+    max_batches evaluates a prefix only (a draft run)."""
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     model.eval()  # turn on evaluation mode
     total_loss = torch.zeros((), dtype=torch.float64, device=eval_data.device)
@@ -271,9 +235,7 @@ def evaluate(
             seq_len = data.size(0)
             if seq_len != bptt:
                 src_mask = src_mask[:seq_len, :seq_len]
-            with torch.autocast(
-                eval_data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None
-            ):
+            with torch.autocast(data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 output = model(data, src_mask)
             output_flat = output.view(-1, output.size(-1)).float()  # the softmax in fp32
             total_loss += seq_len * criterion(output_flat, targets)
@@ -282,145 +244,59 @@ def evaluate(
 
 
 def train(
-    model: nn.Module,
-    bptt: int,
-    train_data: Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    epoch: int,
-    criterion: nn.Module | None = None,
-    clip: float = 0.5,
-    log_interval: int = 200,
-    max_batches: int | None = None,
-    amp_dtype: torch.dtype | None = None,
-    fused_loss: bool = True,
-    progress: bool | None = None,
-    cheap_dropout: bool = True,
-    shuffle: bool = False,
-    random_offset: bool = False,
-) -> float:
-    """One epoch of training (the assignment's ``train``);
-    returns the mean training loss of the epoch.
-
-    ``shuffle=True`` visits the epoch's ``bptt``-row chunks in a random order (drawn from torch's
-    generator) instead of front to back: consecutive updates then no longer come from the
-    same articles.
-    ``random_offset=True`` starts the chunks at a random row in ``[0, bptt)`` (drawn first, from the
-    same generator) and leaves out the rows before it: every epoch cuts the text at other places, so
-    a word is seen with other contexts instead of the same 35-token windows each epoch.
-
-    ``fused_loss=False`` with ``amp_dtype=None`` is exactly the assignment's loop.
-    ``fused_loss=True`` computes the same loss with the decoder and the cross-entropy fused
-    (:mod:`hw3.fused_loss`), folds the gradient clipping into the optimizer step and, on CPUs with
-    ``cheap_dropout``, draws the dropout masks with a faster generator (:mod:`hw3.fast_dropout`;
-    same distribution, other masks).
-    """
-    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
-    device = train_data.device
+    model, bptt, train_data, criterion, ntokens, optimizer, scheduler, epoch, log_interval=200
+):
+    """The given train(): one epoch, front to back; its globals are arguments."""
     model.train()  # turn on train mode
-    total_loss = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
+    total_loss = 0.0
     start_time = time.time()
-    src_mask = model.generate_square_subsequent_mask(bptt).to(device)
-    check_every = (
-        1 if device.type == "cpu" else log_interval
-    )  # .item() is free on the CPU, a sync on GPUs
+    src_mask = model.generate_square_subsequent_mask(bptt).to(train_data.device)
 
-    # drawn before anything else of the epoch, so the shuffle order stays a function of the seed
-    offset = (
-        int(torch.randint(bptt, ()).item())
-        if random_offset and train_data.size(0) - 1 > bptt
-        else 0
+    num_batches = len(train_data) // bptt
+    for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)):
+        data, targets = get_batch(train_data, i, bptt)
+        seq_len = data.size(0)
+        if seq_len != bptt:  # only on last batch
+            src_mask = src_mask[:seq_len, :seq_len]
+        output = model(data, src_mask)  # completed
+        loss = criterion(output.view(-1, ntokens), targets)  # completed
+
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optimizer.step()
+
+        total_loss += loss.item()
+        if batch % log_interval == 0 and batch > 0:
+            lr = scheduler.get_last_lr()[0]
+            ms_per_batch = (time.time() - start_time) * 1000 / log_interval
+            cur_loss = total_loss / log_interval
+            ppl = math.exp(cur_loss)
+            print(
+                f"| epoch {epoch:3d} | {batch:5d}/{num_batches:5d} batches | "
+                f"lr {lr:02.2f} | ms/batch {ms_per_batch:5.2f} | "
+                f"loss {cur_loss:5.2f} | ppl {ppl:8.2f}"
+            )
+            total_loss = 0
+            start_time = time.time()
+
+
+def epoch_options(hp: HParams, amp_dtype: torch.dtype | None, progress=None) -> dict[str, Any]:
+    """train_fast's keyword arguments for these hyper-parameters."""
+    return dict(
+        clip=hp.clip,
+        log_interval=hp.log_interval,
+        max_batches=hp.max_train_batches,
+        amp_dtype=amp_dtype,
+        progress=progress,
+        shuffle=hp.shuffle_batches,
+        random_offset=hp.random_offset,
     )
-    num_batches = count_batches(train_data[offset:], bptt, max_batches)
-    show_bar = progress if progress is not None else os.environ.get("TQDM_DISABLE", "") in ("", "0")
-    bar = tqdm(
-        total=num_batches, desc=f"epoch {epoch}", unit="batch", disable=not show_bar, leave=False
-    )
-    params = [p for p in model.parameters() if p.requires_grad]
-    # the fast path draws CPU dropout masks with a faster generator (same distribution)
-    dropout_context = (
-        fast_dropout(model)
-        if fused_loss and cheap_dropout and device.type == "cpu"
-        else nullcontext()
-    )
-    with dropout_context:
-        starts = range(offset, train_data.size(0) - 1, bptt)[:num_batches]
-        if shuffle:
-            starts = [starts[k] for k in torch.randperm(len(starts)).tolist()]
-        for batch, i in enumerate(starts):
-            data, targets = get_batch(train_data, i, bptt)
-            seq_len = data.size(0)
-            # the shorter last chunk gets a cut mask of its own (shuffled, it is not the last batch)
-            mask = src_mask if seq_len == bptt else src_mask[:seq_len, :seq_len]
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                if fused_loss:
-                    hidden = hidden_states(model, data, mask)
-                else:
-                    output = model(data, mask)
-            if fused_loss:
-                decoder = model.decoder
-                hidden = hidden.reshape(-1, hidden.size(-1))
-                loss = linear_cross_entropy(
-                    hidden, decoder.weight, decoder.bias, targets, amp_dtype or torch.float32
-                )
-            else:
-                ntokens = output.size(-1)
-                loss = criterion(output.view(-1, ntokens).float(), targets)
-
-            optimizer.zero_grad()
-            loss.backward()
-            if fused_loss:
-                clip_and_step(optimizer, params, clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-                optimizer.step()
-            lr_used = scheduler.get_last_lr()[0]
-            # per batch: the schedules of hw3.hparams are defined per optimizer step
-            scheduler.step()
-
-            total_loss += loss.detach()
-            epoch_loss += loss.detach()
-            bar.update(1)
-            if (batch + 1) % check_every == 0 or batch + 1 == num_batches:
-                check_finite(total_loss, epoch, batch, lr_used)
-            if batch % log_interval == 0 and batch > 0:
-                lr = scheduler.get_last_lr()[0]
-                ms_per_batch = (time.time() - start_time) * 1000 / log_interval
-                cur_loss = total_loss.item() / log_interval
-                ppl = math.exp(cur_loss)
-                line = (
-                    f"| epoch {epoch:3d} | {batch:5d}/{num_batches:5d} batches | "
-                    f"lr {lr:.2e} | ms/batch {ms_per_batch:5.2f} | "
-                    f"loss {cur_loss:5.2f} | ppl {ppl:8.2f}"
-                )
-                if show_bar:
-                    bar.write(line)
-                else:
-                    print(line, flush=True)
-                bar.set_postfix(loss=f"{cur_loss:.2f}", ppl=f"{ppl:.1f}")
-                total_loss.zero_()
-                start_time = time.time()
-    bar.close()
-    return epoch_loss.item() / num_batches
-
-
-def check_finite(loss_sum: Tensor, epoch: int, batch: int, lr: float) -> None:
-    """Stop with a clear message when the (summed) training loss is NaN or infinite."""
-    value = loss_sum.item()
-    if not math.isfinite(value):
-        raise TrainingDiverged(
-            f"training loss became {value} at epoch {epoch}, batch {batch} "
-            f"(learning rate {lr:.3g}). "
-            f"Hint: lower lr, lengthen warmup_batches, or set precision='fp32' "
-            f"to rule out low precision."
-        )
 
 
 @dataclass
 class FitResult:
-    """What ``fit`` returns: the best model (a copy), the per-epoch history
-    and how the run ended."""
+    """What fit returns: the best model (a copy), the per-epoch history and how the run ended."""
 
     best_model: nn.Module | None
     history: list[dict] = field(default_factory=list)
@@ -428,32 +304,29 @@ class FitResult:
     best_val_loss: float = float("inf")
     train_seconds: float = 0.0
     interrupted: bool = False
-    # what a checkpoint needs besides the model (see ``checkpoint_state``)
+    # what a checkpoint needs besides the model (see checkpoint_state)
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     scheduler: object = field(default=None, repr=False)
 
+    def add_epoch(self, model: nn.Module, **row: float) -> None:
+        """Record an epoch's row; keep a copy of the model when its validation loss is the best."""
+        row["val_ppl"] = math.exp(row["val_loss"])
+        self.history.append(row)
+        if row["val_loss"] < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = row["val_loss"], row["epoch"]
+            self.best_model = copy.deepcopy(model)  # a copy: `best_model = model` follows training
+
 
 def fit(
-    model: nn.Module,
-    train_data: Tensor,
-    val_data: Tensor,
-    hp: HParams,
-    fused_loss: bool = True,
-    progress: bool | None = None,
-    on_epoch_end=None,
-    resume: dict | None = None,
+    model, train_data, val_data, hp, progress=None, on_epoch_end=None, resume=None
 ) -> FitResult:
-    """The assignment's epoch loop: train, validate after each epoch,
-    keep the best model (a real copy).
+    """The given epoch loop, completed; its train() call runs the fast path (train_fast).
 
-    ``on_epoch_end(result)`` is called after every epoch (e.g. to save a checkpoint). Ctrl-C stops
-    training and returns the best model and history so far, with ``interrupted=True``. ``resume``, a
-    ``checkpoint_state`` of an earlier run with the same hyper-parameters, continues that run after
-    its last epoch as if it had never stopped (weights, optimizer, schedule, random
-    generators, history).
+    on_epoch_end(result) is called after every epoch. Ctrl-C stops training and returns the best
+    model and history so far (interrupted=True). resume, a checkpoint_state of an earlier run with
+    the same hyper-parameters, continues it after its last epoch as if it had never stopped.
     """
-    device = train_data.device
-    amp_dtype = autocast_dtype(device, hp.precision)
+    amp_dtype = autocast_dtype(train_data.device, hp.precision)
     criterion = nn.CrossEntropyLoss()
     optimizer = make_optimizer(model, hp)
     batches_per_epoch = count_batches(train_data, hp.bptt, hp.max_train_batches)
@@ -461,17 +334,14 @@ def fit(
     result = FitResult(best_model=None, optimizer=optimizer, scheduler=scheduler)
     first_epoch = 1 if resume is None else restore_checkpoint(resume, model, result) + 1
     fit_start = time.time() - result.train_seconds
+    options = epoch_options(hp, amp_dtype, progress)  # for train_fast
+    epochs = hp.epochs  # completed
     try:
-        for epoch in range(first_epoch, hp.epochs + 1):
+        for epoch in range(first_epoch, epochs + 1):
             epoch_start_time = time.time()
-            epoch_data = epoch_slice(train_data, epoch, hp.max_train_batches, hp.bptt)
-            train_loss = train(
-                model, hp.bptt, epoch_data, optimizer, scheduler, epoch, criterion=criterion,
-                clip=hp.clip, log_interval=hp.log_interval, max_batches=hp.max_train_batches,
-                amp_dtype=amp_dtype, fused_loss=fused_loss, progress=progress,
-                shuffle=hp.shuffle_batches, random_offset=hp.random_offset,
-            )  # fmt: skip
-            lr = scheduler.get_last_lr()[0]  # the learning rate reached at the end of the epoch
+            rows = epoch_slice(train_data, epoch, hp.max_train_batches, hp.bptt)
+            # completed: train() here, by its fast path
+            train_loss = train_fast(model, hp.bptt, rows, optimizer, scheduler, epoch, **options)
             val_loss = evaluate(model, val_data, hp.bptt, criterion, amp_dtype, hp.max_eval_batches)
             seconds = time.time() - epoch_start_time
             print("-" * 89)
@@ -480,30 +350,37 @@ def fit(
                 f"valid ppl {math.exp(val_loss):8.2f}"
             )
             print("-" * 89, flush=True)
-            result.history.append(
-                {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                 "val_ppl": math.exp(val_loss), "lr": lr, "seconds": seconds}
-            )  # fmt: skip
-            if val_loss < result.best_val_loss:
-                result.best_val_loss = val_loss
-                result.best_epoch = epoch
-                result.best_model = copy.deepcopy(
-                    model
-                )  # a copy: `best_model = model` would follow training
+            lr = scheduler.get_last_lr()[0]  # stepped after every batch, not once an epoch
+            result.add_epoch(
+                model, epoch=epoch, train_loss=train_loss, val_loss=val_loss, lr=lr, seconds=seconds
+            )
             result.train_seconds = time.time() - fit_start
             if on_epoch_end is not None:
                 on_epoch_end(result)
     except KeyboardInterrupt:
         result.interrupted = True
         result.train_seconds = time.time() - fit_start
-        print(
-            f"Interrupted: keeping the best model so far (epoch {result.best_epoch}).", flush=True
-        )
+        print(f"Interrupted: keeping the best model so far (epoch {result.best_epoch}).")
     return result
 
 
+class EpochWeights:
+    """A fit callback that keeps a CPU copy of the model's weights after every epoch (for the
+    sentences over the epochs in Task 5)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.states: dict[int, dict[str, Tensor]] = {}
+
+    def __call__(self, result: FitResult) -> None:
+        state = self.model.state_dict()
+        self.states[result.history[-1]["epoch"]] = {
+            name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()
+        }
+
+
 def checkpoint_state(model: nn.Module, result: FitResult) -> dict:
-    """Everything ``fit(..., resume=...)`` needs to continue a run after its last finished epoch."""
+    """Everything `fit(..., resume=...)` needs to continue a run after its last finished epoch."""
     return {
         "epoch": result.history[-1]["epoch"] if result.history else 0,
         "model": copy.deepcopy(model.state_dict()),
@@ -524,7 +401,7 @@ def checkpoint_state(model: nn.Module, result: FitResult) -> dict:
 
 
 def restore_checkpoint(state: dict, model: nn.Module, result: FitResult) -> int:
-    """Load a ``checkpoint_state`` into the model, the result's optimizer and scheduler;
+    """Load a `checkpoint_state` into the model, the result's optimizer and scheduler;
     returns its epoch."""
     model.load_state_dict(state["model"])
     result.optimizer.load_state_dict(state["optimizer"])
@@ -545,7 +422,7 @@ def restore_checkpoint(state: dict, model: nn.Module, result: FitResult) -> int:
 
 def _numpy_state_to_tensors(state: tuple) -> tuple:
     """NumPy's generator state with its key array as a tensor: a checkpoint then holds only tensors
-    and plain values, so ``torch.load(..., weights_only=True)`` reads it (no pickled NumPy
+    and plain values, so `torch.load(..., weights_only=True)` reads it (no pickled NumPy
     objects)."""
     name, keys, position, has_gauss, cached = state
     return (
@@ -566,3 +443,121 @@ if __name__ == "__main__":  # `python -m hw3.train`: the command line lives in h
     from hw3.cli import main
 
     sys.exit(main())
+
+
+# Relative difference allowed between the gradients of the given train() and of the fast path on
+# one batch: fp32 differs by the order of summation only; bf16 autocast rounds every product to
+# 8 significant bits (relative error 2**-9), which the layers accumulate.
+GRADIENT_TOLERANCE = {"fp32": 1e-4, "bf16 autocast": 5e-2}
+
+
+class LossRecorder(nn.CrossEntropyLoss):
+    """nn.CrossEntropyLoss that keeps the last loss it computed."""
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        self.last = super().forward(input, target)
+        return self.last
+
+
+def without_dropout(model: nn.Module) -> nn.Module:
+    """A copy of model with every dropout probability 0: two runs of it compute the same maths."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, nn.MultiheadAttention):
+            module.dropout = 0.0
+    return model
+
+
+def step_gradient(model: nn.Module, hp: HParams, run_epoch) -> tuple[Tensor, Any]:
+    """Run run_epoch(model, optimizer, scheduler) (one batch) with a fresh optimizer; return the
+    gradient its optimizer step received (clipped, flattened) and what run_epoch returned."""
+    optimizer = make_optimizer(model, hp)
+    scheduler = make_scheduler(optimizer, hp, 1)
+    received = []
+
+    def capture(opt, args, kwargs) -> None:
+        grad = torch.cat([p.grad.reshape(-1).float() for p in model.parameters()])
+        scale = getattr(opt, "grad_scale", None)  # clip_and_step's factor, for a fused optimizer
+        received.append(grad if scale is None else grad / scale)
+
+    handle = optimizer.register_step_pre_hook(capture)
+    returned = run_epoch(model, optimizer, scheduler)
+    handle.remove()
+    return received[0], returned
+
+
+def ms_per_batch(model: nn.Module, hp: HParams, run_epoch, rows: Tensor, batches: int) -> float:
+    """Milliseconds per batch of run_epoch(model, optimizer, scheduler, rows) on a copy of model,
+    after one batch of warm-up."""
+    model = copy.deepcopy(model)
+    optimizer = make_optimizer(model, hp)
+    scheduler = make_scheduler(optimizer, hp, batches + 1)
+    run_epoch(model, optimizer, scheduler, rows[: hp.bptt + 1])  # warm-up
+    if rows.device.type == "cuda":
+        torch.cuda.synchronize(rows.device)
+    start = time.perf_counter()
+    run_epoch(model, optimizer, scheduler, rows)
+    if rows.device.type == "cuda":
+        torch.cuda.synchronize(rows.device)
+    return (time.perf_counter() - start) * 1000 / batches
+
+
+@dataclass
+class PathComparison:
+    """The given train() against the fast path: one batch from the same weights, and their speed."""
+
+    loss_given: float
+    loss_fast: float
+    gradient_difference: float  # |g_fast - g_given| / |g_given|, the clipped gradients
+    tolerance: float
+    precision: str
+    ms_given: float
+    ms_fast: float
+    timed_batches: int
+
+    def __str__(self) -> str:
+        return (
+            "The first batch, from the same weights, dropout off:\n"
+            f"  loss: given train() {self.loss_given:.4f}, fast path {self.loss_fast:.4f} "
+            f"(difference {abs(self.loss_fast - self.loss_given):.1e} nats)\n"
+            f"  gradient the optimizer received: relative difference "
+            f"{self.gradient_difference:.1e} (tolerance {self.tolerance:g}, {self.precision})\n"
+            f"Speed over {self.timed_batches} batches, dropout on: given train() "
+            f"{self.ms_given:.0f} ms/batch, fast path {self.ms_fast:.0f} ms/batch: "
+            f"{self.ms_given / self.ms_fast:.1f}x faster"
+        )
+
+
+def compare_with_given_train(given_train, model, train_data, hp, ntokens, timed_batches=3):
+    """Run given_train (the given train() above) and train_fast on the first batch of train_data
+    from the weights of model (copies; dropout off), compare the losses and the clipped gradients
+    the optimizer received, and time both over timed_batches batches. Torch's random state is left
+    as it was, so the training that follows is the same as without this check."""
+    amp_dtype = autocast_dtype(train_data.device, hp.precision)
+    precision = "bf16 autocast" if amp_dtype is torch.bfloat16 else "fp32"
+
+    def given(m, optimizer, scheduler, rows=train_data[: hp.bptt + 1], criterion=None):
+        criterion = criterion or LossRecorder()
+        given_train(m, hp.bptt, rows, criterion, ntokens, optimizer, scheduler, 0)
+        return criterion
+
+    def fast(m, optimizer, scheduler, rows=train_data[: hp.bptt + 1]):
+        return train_fast(
+            m, hp.bptt, rows, optimizer, scheduler, 0, amp_dtype=amp_dtype, progress=False
+        )
+
+    devices = [train_data.device] if train_data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        grad_given, recorder = step_gradient(without_dropout(model), hp, given)
+        grad_fast, loss_fast = step_gradient(without_dropout(model), hp, fast)
+        rows = train_data[: timed_batches * hp.bptt + 1]
+        ms_given = ms_per_batch(model, hp, given, rows, timed_batches)
+        ms_fast = ms_per_batch(model, hp, fast, rows, timed_batches)
+    difference = ((grad_fast - grad_given).norm() / grad_given.norm()).item()
+    tolerance = GRADIENT_TOLERANCE[precision]
+    loss_given = recorder.last.item()
+    return PathComparison(
+        loss_given, loss_fast, difference, tolerance, precision, ms_given, ms_fast, timed_batches
+    )

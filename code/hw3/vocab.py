@@ -1,4 +1,4 @@
-"""torchtext 0.18 parity: the ``basic_english`` tokenizer and ``build_vocab_from_iterator``.
+"""torchtext 0.18 parity: the `basic_english` tokenizer and `build_vocab_from_iterator`.
 
 torchtext is no longer released (0.18 pins torch 2.3), so these reproduce its behaviour exactly:
 same normalisation rules in the same order, same vocabulary order (specials first, then by
@@ -30,7 +30,7 @@ _BASIC_ENGLISH_RULES = [
 
 
 def basic_english_tokenize(line: str) -> list[str]:
-    """Tokenize one line exactly as ``get_tokenizer('basic_english')`` did in torchtext 0.18."""
+    """Tokenize one line exactly as `get_tokenizer('basic_english')` did in torchtext 0.18."""
     line = line.lower()
     for pattern, replacement in _BASIC_ENGLISH_RULES:
         line = pattern.sub(replacement, line)
@@ -38,18 +38,18 @@ def basic_english_tokenize(line: str) -> list[str]:
 
 
 def get_tokenizer(name: str):
-    """The subset of ``torchtext.data.utils.get_tokenizer`` the assignment uses."""
+    """The subset of `torchtext.data.utils.get_tokenizer` the assignment uses."""
     if name != "basic_english":
         raise ValueError(f"only the 'basic_english' tokenizer is available, not {name!r}")
     return basic_english_tokenize
 
 
 class Vocab:
-    """Word <-> id mapping with torchtext's ``Vocab`` interface.
+    """Word <-> id mapping with torchtext's `Vocab` interface.
 
-    ``vocab(tokens)`` maps a token list to ids, ``vocab[token]`` one token, ``len(vocab)`` the size,
-    ``get_itos()``/``get_stoi()`` the tables. Without a default index an unknown token raises, as in
-    torchtext; ``set_default_index`` makes unknown tokens map to that id.
+    `vocab(tokens)` maps a token list to ids, `vocab[token]` one token, `len(vocab)` the size,
+    `get_itos()`/`get_stoi()` the tables. Without a default index an unknown token raises, as in
+    torchtext; `set_default_index` makes unknown tokens map to that id.
     """
 
     def __init__(self, itos: list[str]) -> None:
@@ -117,7 +117,7 @@ def build_vocab_from_iterator(
     special_first: bool = True,
     max_tokens: int | None = None,
 ) -> Vocab:
-    """``torchtext.vocab.build_vocab_from_iterator`` (0.18): order by (-frequency, token)."""
+    """`torchtext.vocab.build_vocab_from_iterator` (0.18): order by (-frequency, token)."""
     counter: Counter[str] = Counter()
     for tokens in iterator:
         counter.update(tokens)

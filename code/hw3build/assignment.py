@@ -47,6 +47,19 @@ TASKS: tuple[Heading, ...] = (
 )
 HEADINGS: tuple[Heading, ...] = QUESTIONS + TASKS
 
+# The parts of the questions, in order: (key, what it asks, in a few words). The report's answer index has
+# one row per part (the theory answers put \label{ans:<key>} at each part's answer) and one per task.
+QUESTION_PARTS: tuple[tuple[str, str], ...] = (
+    ("q1.1", "an example use of an encoder-decoder Transformer"),
+    ("q1.2", "positional encoding, AddNorm, feed forward"),
+    ("q1.3", "encoder versus decoder"),
+    ("q1.4", "multiplications of one self-attention layer"),
+    ("q1.5", "Equation 3 is Equation 2"),
+    ("q2", "an initialization scheme with skip connections"),
+    ("q3.1", "the exact gradient by BPTT"),
+    ("q3.2", "the two problems as t grows, and their remedies"),
+)
+
 SUBMISSION_PREFIX = "ece046211_hw3"
 STUDENT_ID = re.compile(r"^\d{9}$")
 ZIP_NAME = re.compile(rf"^{SUBMISSION_PREFIX}_(\d{{9}})_(\d{{9}})\.zip$")

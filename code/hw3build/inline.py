@@ -143,8 +143,13 @@ def object_source(ref: str) -> str:
     return segment.rstrip() + "\n"
 
 
-def read_names(source: str) -> set[str]:
-    """Names the code reads from its global namespace (free names of every scope, annotations included).
+COMPREHENSIONS = frozenset({"listcomp", "dictcomp", "setcomp", "genexpr"})
+
+
+def read_names_by_time(source: str) -> tuple[set[str], set[str]]:
+    """The names the code reads from its global namespace, split by when they are looked up: when the
+    cell runs (its own statements, class bodies, default values, decorators, annotations), or only when a
+    function it defines is called (function and lambda bodies).
 
     Uses :mod:`symtable`, the compiler's own scope analysis: a name counts when a scope reads it and it
     resolves to the module namespace (implicit or declared ``global``), unless the module scope binds it.
@@ -155,21 +160,24 @@ def read_names(source: str) -> set[str]:
 
     table = symtable.symtable(source, "<cell>", "exec")
     bound_at_top = {s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported()}
-    needed: set[str] = set()
+    now: set[str] = set()
+    later: set[str] = set()
 
-    def visit(t: symtable.SymbolTable) -> None:
+    def visit(t: symtable.SymbolTable, deferred: bool) -> None:
+        found = later if deferred else now
         for symbol in t.get_symbols():
             if not symbol.is_referenced():
                 continue
             if t.get_type() == "module":
                 if not (symbol.is_assigned() or symbol.is_imported()):
-                    needed.add(symbol.get_name())
+                    found.add(symbol.get_name())
             elif symbol.is_global() and symbol.get_name() not in bound_at_top:
-                needed.add(symbol.get_name())
+                found.add(symbol.get_name())
         for child in t.get_children():
-            visit(child)
+            in_body = child.get_type() == "function" and child.get_name() not in COMPREHENSIONS
+            visit(child, deferred or in_body)
 
-    visit(table)
+    visit(table, False)
     # symtable does not look inside string annotations ("Vocab"); typing.get_type_hints would evaluate
     # them in the notebook's namespace, so their names must exist there too.
     for node in ast.walk(ast.parse(source)):
@@ -177,12 +185,19 @@ def read_names(source: str) -> set[str]:
             ann = node.annotation
             if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
                 try:
-                    needed |= {
+                    now |= {
                         n.id for n in ast.walk(ast.parse(ann.value, mode="eval")) if isinstance(n, ast.Name)
                     }
                 except SyntaxError:
                     pass
-    return needed - bound_at_top
+    now -= bound_at_top
+    return now, later - bound_at_top - now
+
+
+def read_names(source: str) -> set[str]:
+    """Names the code reads from its global namespace (free names of every scope, annotations included)."""
+    now, later = read_names_by_time(source)
+    return now | later
 
 
 def defined_names(source: str) -> set[str]:
@@ -222,9 +237,22 @@ class Inliner:
 
     def __init__(self) -> None:
         self.emitted: list[str] = []
+        self.deferred: set[str] = set()
+
+    def defer(self, refs: Sequence[str] | str) -> str:
+        """Declare hw3 definitions that a later cell inlines itself (a task's given code): an earlier
+        definition that only calls them from its body does not pull them in. Returns "" (for templates)."""
+        self.deferred |= {refs} if isinstance(refs, str) else set(refs)
+        return ""
+
+    def check_deferred(self) -> None:
+        """Raise InlineError if a deferred definition was never inlined."""
+        missing = sorted(self.deferred - set(self.emitted))
+        if missing:
+            raise InlineError(f"deferred but never inlined: {', '.join(missing)}")
 
     def _order(self, ref: str, stack: tuple[str, ...], out: list[str]) -> None:
-        if ref in self.emitted or ref in out:
+        if ref in self.emitted or ref in out or (stack and ref in self.deferred):
             return
         if ref in stack:
             raise InlineError(f"circular dependency between inlined objects: {' -> '.join(stack + (ref,))}")
@@ -285,25 +313,35 @@ def check_self_contained(cells: Sequence[str], predefined: Iterable[str] = ()) -
     """Raise :class:`NotSelfContained` if a cell reads a name no builtin, import or earlier cell defines.
 
     ``cells`` are the notebook's code cells in order (IPython syntax allowed). A name defined later in the
-    same cell is accepted (symtable cannot tell the order within a cell); a name defined only in a later
-    cell is not.
+    same cell is accepted (symtable cannot tell the order within a cell); a name a cell reads when it runs
+    and only a later cell defines is not. A name read only inside a function body is looked up when the
+    function is called, so a later cell may define it (as the tasks' given code is defined after the
+    support code that calls it).
     """
     known = set(dir(builtins)) | IPYTHON_NAMES | set(predefined)
     problems: list[str] = []
+    sources: list[str | None] = []
     for number, cell in enumerate(cells):
         source = ipython_to_python(cell)
         try:
             compile(source, f"<cell {number}>", "exec", flags=_FUTURE_ANNOTATIONS, dont_inherit=True)
         except SyntaxError as exc:
             problems.append(f"code cell {number}: syntax error: {exc}")
+            source = None
+        sources.append(source)
+    defined = [defined_names(source) if source is not None else set() for source in sources]
+    for number, (cell, source) in enumerate(zip(cells, sources, strict=True)):
+        if source is None:
             continue
-        missing = read_names(source) - known
+        now, later = read_names_by_time(source)
+        defined_later = set().union(*defined[number + 1 :])
+        missing = (now - known) | (later - known - defined_later)
         if missing:
             first_line = cell.strip().splitlines()[0] if cell.strip() else ""
             problems.append(
                 f"code cell {number} ({first_line[:60]!r}) uses undefined name(s): {sorted(missing)}"
             )
-        known |= defined_names(source)
+        known |= defined[number]
     if problems:
         raise NotSelfContained("the notebook is not self-contained:\n  " + "\n  ".join(problems))
 

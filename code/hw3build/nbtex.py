@@ -1,24 +1,38 @@
-"""The executed notebook as LaTeX for Part 2 of the report (nbconvert with our own template).
+"""The executed notebook as LaTeX for Part 2 of the report: nbconvert's LaTeX exporter with our template
+(``templates/report/notebook.tex.j2``), after a pipeline of preprocessors run the way nbconvert runs its
+own (each ``nb, resources = preprocessor(nb, resources)``), in this order:
 
-Before export the notebook is cleaned for print: progress-bar frames (``\\r``) collapsed to their last
-state, terminal cursor codes dropped, HTML/widget/SVG outputs dropped where a printable one exists,
-remote images and the notebook's front matter (title, guidelines, agenda: the report has its own cover)
-left out, inline math tightened so pandoc keeps it, and headings shifted so that "Task N" headings are
-sections like the theory questions. nbconvert then renders code, outputs and figures with
-``templates/report/notebook.tex.j2``; its output is split into the definitions (for the preamble) and the
-body (for the document).
+1. :class:`DropFrontMatter`: the cells before the "Part 2" heading (title, students, the Part 1 line) and
+   the heading itself: the report has its own cover and part headings;
+2. nbconvert's ``TagRemovePreprocessor``: the support cells (the report's appendix lists their definitions);
+3. :class:`DropRepeatedParameters`: papermill's injected-parameters cell when it only repeats the
+   parameters cell, apart from where the run read and wrote (``data_dir``, ``out_dir``: local paths);
+4. nbconvert's ``CoalesceStreamsPreprocessor``: consecutive stream outputs merged, progress-bar frames
+   (``\\r``) collapsed to their last state;
+5. :class:`PrintableOutputs`: HTML, JavaScript, widget and SVG outputs dropped where a printable form
+   exists (they never reach LaTeX);
+6. :class:`CleanOutputText`: terminal cursor codes and stray control bytes dropped (colours kept),
+   characters no font has replaced, lines wrapped at :data:`CODE_COLUMNS` display columns;
+7. :class:`MarkdownForPrint`: headings shifted so that "Task N" headings are sections like the theory
+   questions, remote images dropped, inline math tightened so pandoc keeps it.
+
+The exporter's output is split into the definitions (for the preamble) and the body (for the document).
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbconvert.exporters import LatexExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor, TagRemovePreprocessor
+from traitlets import Any as AnyTrait
 
 from hw3build.latex import ReportError
 
@@ -27,7 +41,12 @@ NOTEBOOK_TEMPLATE = "notebook.tex.j2"
 FIGURES_DIR = "nbfigs"
 BODY_MARKER = "%% ==== hw3 notebook body ===="
 END_MARKER = "%% ==== hw3 notebook end ===="
-CHARS_PER_LINE = 100  # stream/plain-text wrap width; matches the Verbatim font size in the template
+# Columns of code and printed text that fit the report's code width (DejaVu Sans Mono at the template's
+# size fits ~108): the notebook's code is written to this width (code/hw3 has ruff's 100-column limit).
+CODE_COLUMNS = 100
+SUPPORT_TAG = "support"
+ANSWER_TAG_PREFIX = "answer-"  # answer-t1 ... : the report's answer index links to \label{ans:t1}
+PATH_PARAMETERS = frozenset({"data_dir", "out_dir"})  # where the run read and wrote, not choices
 
 _CSI = re.compile(r"\x1b\[[0-9;?]*([@-~])")  # terminal control sequences; SGR ('m') ones are colours
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
@@ -39,13 +58,47 @@ _INLINE_MATH = re.compile(r"(?<![\\$])\$(?!\$)([^$\n]+?)\$(?!\$)")
 _CODE_SPAN = re.compile(r"(`+[^`]*`+)")
 _TASK_HEADING = re.compile(r"^Task\s*\d", re.I)
 _PART2_HEADING = re.compile(r"^Part\s*2\b", re.I)
+# A highlighted code line whose comment starts with "# completed": the students' filled-in lines.
+_COMPLETED_LINE = re.compile(r"^( *)((?:\S.*)?\\PY\{c\+c1\}\{\\PYZsh\{\} completed.*)$", re.M)
+
+
+# ----------------------------------------------------------------------------------------- text helpers
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a monospaced font: East Asian wide characters two, combining marks none."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text
+    )
+
+
+def wrap_columns(text: str, columns: int = CODE_COLUMNS) -> str:
+    """Each line longer than ``columns`` display columns broken at spaces (inside a word if it must)."""
+    out = []
+    for line in text.split("\n"):
+        while display_width(line) > columns:
+            cut = _fitting_prefix(line, columns)
+            space = line.rfind(" ", 0, cut + 1)
+            cut = space if space > 0 else cut
+            out.append(line[:cut].rstrip())
+            line = line[cut:].lstrip(" ")
+        out.append(line)
+    return "\n".join(out)
+
+
+def _fitting_prefix(line: str, columns: int) -> int:
+    width = 0
+    for index, char in enumerate(line):
+        width += display_width(char)
+        if width > columns:
+            return index
+    return len(line)
 
 
 def collapse_carriage_returns(text: str) -> str:
     """Keep what a terminal would show: on each line, the text after the last carriage return."""
-    text = text.replace("\r\n", "\n")
     lines = []
-    for line in text.split("\n"):
+    for line in text.replace("\r\n", "\n").split("\n"):
         if "\r" in line:
             frames = [frame for frame in line.split("\r") if frame]
             line = frames[-1] if frames else ""
@@ -56,8 +109,7 @@ def collapse_carriage_returns(text: str) -> str:
 def clean_stream_text(text: str) -> str:
     """Collapse progress frames, drop cursor-movement codes (keep colours) and stray control bytes."""
     text = _CSI.sub(lambda m: m.group(0) if m.group(1) == "m" else "", text)
-    text = collapse_carriage_returns(text)
-    return _CONTROL.sub("", text)
+    return _CONTROL.sub("", collapse_carriage_returns(text))
 
 
 def tighten_inline_math(text: str) -> str:
@@ -69,6 +121,12 @@ def tighten_inline_math(text: str) -> str:
             lambda m: "$" + m.group(1).strip() + "$" if m.group(1).strip() else m.group(0), parts[index]
         )
     return "".join(parts)
+
+
+def mark_completed_lines(latex: str) -> str:
+    """Highlighted code whose lines end in a ``# completed`` comment, those lines set on a coloured band
+    (``\\hwcompleted``, defined in the report's preamble): the lines the students filled in."""
+    return _COMPLETED_LINE.sub(r"\1\\hwcompleted{\2}", latex)
 
 
 def _map_markdown_prose(source: str, transform: Callable[[str], str]) -> str:
@@ -93,6 +151,176 @@ def _headings(source: str) -> list[tuple[int, str]]:
     return found
 
 
+def _tags(cell: nbformat.NotebookNode) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+# ------------------------------------------------------------------------------------------ preprocessors
+
+
+class DropFrontMatter(Preprocessor):
+    """Drop the cells before the "Part 2" heading and the heading line itself."""
+
+    def preprocess(self, nb, resources):
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "markdown" and any(
+                _PART2_HEADING.match(t) for _, t in _headings(cell.source)
+            ):
+                lines = cell.source.split("\n")
+                cell.source = "\n".join(
+                    line
+                    for line in lines
+                    if not ((m := _HEADING.match(line)) and _PART2_HEADING.match(m.group(2).strip()))
+                ).strip()
+                nb.cells = ([cell] if cell.source else []) + nb.cells[index + 1 :]
+                break
+        return nb, resources
+
+
+class DropRepeatedParameters(Preprocessor):
+    """Drop papermill's injected-parameters cell when its values equal the parameters cell's, apart from
+    the local paths of :data:`PATH_PARAMETERS`; keep it otherwise (then it says what ran)."""
+
+    def preprocess(self, nb, resources):
+        defaults = next((c for c in nb.cells if "parameters" in _tags(c)), None)
+        injected = [c for c in nb.cells if "injected-parameters" in _tags(c)]
+        if defaults is not None and injected:
+            chosen, ran = _literal_assignments(defaults.source), _literal_assignments(injected[0].source)
+            if ran is not None and chosen is not None:
+                differ = {k for k in chosen.keys() | ran.keys() if chosen.get(k) != ran.get(k)}
+                if differ <= PATH_PARAMETERS:
+                    nb.cells = [c for c in nb.cells if c is not injected[0]]
+        return nb, resources
+
+
+def _literal_assignments(source: str) -> dict[str, object] | None:
+    """``name = literal`` lines as a dict (None when the cell holds anything else)."""
+    values: dict[str, object] = {}
+    try:
+        for node in ast.parse(source).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+                return None
+            target = node.targets[0]
+            if not isinstance(target, ast.Name):
+                return None
+            values[target.id] = ast.literal_eval(node.value)
+    except (SyntaxError, ValueError):
+        return None
+    return values
+
+
+class PrintableOutputs(Preprocessor):
+    """Keep only outputs LaTeX can print: HTML, JavaScript and widgets go (text/plain or an image stands
+    in); SVG goes where PNG or PDF exists (SVG needs Inkscape), else a note says it was there."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.output_type in ("display_data", "execute_result"):
+                data = output.get("data", {})
+                if "application/vnd.jupyter.widget-view+json" in data:
+                    continue  # a live widget (tqdm.notebook): nothing printable
+                for mime in ("text/html", "application/javascript"):
+                    data.pop(mime, None)
+                if "image/svg+xml" in data:
+                    data.pop("image/svg+xml")
+                    if not {"image/png", "application/pdf"} & set(data):
+                        data.setdefault("text/plain", "[SVG figure: not printable without Inkscape]")
+                if not data:
+                    continue
+            kept.append(output)
+        cell.outputs = kept
+        return cell, resources
+
+
+class CleanOutputText(Preprocessor):
+    """Output text as a terminal shows it (``clean_stream_text``), with the characters no font has
+    replaced (``sanitize``) and lines wrapped at ``columns`` display columns."""
+
+    sanitize = AnyTrait(default_value=None, allow_none=True)  # str -> str; None: keep every character
+    columns = AnyTrait(default_value=CODE_COLUMNS)
+
+    def _clean(self, text: str) -> str:
+        text = clean_stream_text(text)
+        return wrap_columns(self.sanitize(text) if self.sanitize else text, self.columns)
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                output.text = self._clean(output.text)
+            elif output.output_type in ("display_data", "execute_result"):
+                for mime in ("text/plain", "text/markdown"):
+                    if mime in output.get("data", {}):
+                        text = output.data[mime]
+                        output.data[mime] = self._clean(text) if mime == "text/plain" else self._md(text)
+            elif output.output_type == "error":
+                output.traceback = [self._clean(line) for line in output.get("traceback", [])]
+        cell.outputs = [o for o in cell.outputs if o.output_type != "stream" or o.text.strip()]
+        return cell, resources
+
+    def _md(self, text: str) -> str:
+        return self.sanitize(text) if self.sanitize else text
+
+
+class MarkdownForPrint(Preprocessor):
+    """Headings shifted so the "Task N" headings become sections, images and HTML images dropped (remote
+    files never reach LaTeX), inline math tightened, attachments dropped."""
+
+    def preprocess(self, nb, resources):
+        levels = [
+            level
+            for cell in nb.cells
+            if cell.cell_type == "markdown"
+            for level, text in _headings(cell.source)
+            if _TASK_HEADING.match(text)
+        ]
+        shift = 1 - min(levels) if levels else 0
+
+        def fix_line(line: str) -> str:
+            line = _HTML_IMG.sub("", _MD_IMAGE.sub("", line))
+            if match := _HEADING.match(line):
+                level = min(6, max(1, len(match.group(1)) + shift))
+                line = "#" * level + " " + match.group(2).strip()
+            return tighten_inline_math(line)
+
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = _map_markdown_prose(cell.source, fix_line)
+                cell.pop("attachments", None)
+        nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or c.source.strip()]
+        return nb, resources
+
+
+def print_pipeline(sanitize: Callable[[str], str] | None = None) -> list[Preprocessor]:
+    """The preprocessors of the module docstring, in order, enabled."""
+    return [
+        DropFrontMatter(enabled=True),
+        TagRemovePreprocessor(enabled=True, remove_cell_tags={SUPPORT_TAG}),
+        DropRepeatedParameters(enabled=True),
+        CoalesceStreamsPreprocessor(enabled=True),
+        PrintableOutputs(enabled=True),
+        CleanOutputText(enabled=True, sanitize=sanitize),
+        MarkdownForPrint(enabled=True),
+    ]
+
+
+def prepare_notebook(
+    nb: nbformat.NotebookNode, sanitize: Callable[[str], str] | None = None
+) -> nbformat.NotebookNode:
+    """A print-ready copy of an executed notebook: the pipeline of the module docstring."""
+    nb, resources = copy.deepcopy(nb), {}
+    for preprocessor in print_pipeline(sanitize):
+        nb, resources = preprocessor(nb, resources)
+    return nb
+
+
+# -------------------------------------------------------------------------------------------- export
+
+
 @dataclass
 class NotebookTex:
     """nbconvert's LaTeX for the notebook, split for the report, plus the extracted figures."""
@@ -102,96 +330,18 @@ class NotebookTex:
     figures: dict[str, bytes] = field(default_factory=dict)  # path relative to the TeX folder -> bytes
 
 
-def prepare_notebook(
-    nb: nbformat.NotebookNode, sanitize: Callable[[str], str] = str
-) -> nbformat.NotebookNode:
-    """A print-ready copy of an executed notebook (see the module docstring); ``sanitize`` maps generated
-    text (outputs) to printable characters."""
-    nb = copy.deepcopy(nb)
-    headings = {i: _headings(c.source) for i, c in enumerate(nb.cells) if c.cell_type == "markdown"}
-    task_levels = [lvl for hs in headings.values() for lvl, text in hs if _TASK_HEADING.match(text)]
-    shift = 1 - min(task_levels) if task_levels else 0
-    part2 = next((i for i, hs in headings.items() if any(_PART2_HEADING.match(t) for _, t in hs)), None)
-
-    def fix_heading(line: str) -> str:
-        match = _HEADING.match(line)
-        if not match:
-            return line
-        text = _HTML_IMG.sub("", match.group(2)).strip()
-        if _PART2_HEADING.match(text):
-            return ""  # the report prints its own "Part 2" heading
-        level = min(6, max(1, len(match.group(1)) + shift))
-        return "#" * level + " " + text
-
-    def fix_line(line: str) -> str:
-        line = _HTML_IMG.sub("", _MD_IMAGE.sub("", line))
-        return tighten_inline_math(fix_heading(line))
-
-    cells = []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "markdown":
-            if part2 is not None and index < part2:
-                continue  # front matter: the report's cover, summary and Part 1 replace it
-            cell.source = _map_markdown_prose(cell.source, fix_line)
-            cell.pop("attachments", None)
-            if cell.source.strip():
-                cells.append(cell)
-        elif cell.cell_type == "code":
-            cell.outputs = _printable_outputs(cell.get("outputs", []), sanitize)
-            cells.append(cell)
-    nb.cells = cells
-    return nb
-
-
-def _printable_outputs(outputs: list, sanitize: Callable[[str], str]) -> list:
-    merged: list = []
-    for output in outputs:
-        output = copy.deepcopy(output)
-        if output.output_type == "stream":
-            if merged and merged[-1].output_type == "stream" and merged[-1].name == output.name:
-                merged[-1].text += output.text  # a frame may be split across two stream messages
-                continue
-            merged.append(output)
-        elif output.output_type in ("display_data", "execute_result"):
-            data = output.get("data", {})
-            if "application/vnd.jupyter.widget-view+json" in data:
-                continue  # a live widget (tqdm.notebook): nothing printable
-            for mime in ("text/html", "application/javascript", "application/vnd.jupyter.widget-view+json"):
-                data.pop(mime, None)  # HTML never reaches LaTeX; text/plain or an image stands in
-            if "image/svg+xml" in data and ({"image/png", "application/pdf"} & set(data)):
-                data.pop("image/svg+xml")  # SVG needs Inkscape
-            if "image/svg+xml" in data:
-                data.pop("image/svg+xml")
-                data.setdefault("text/plain", "[SVG figure: not printable without Inkscape]")
-            if "text/plain" in data:
-                data["text/plain"] = sanitize(clean_stream_text(data["text/plain"]))
-            if not data:
-                continue
-            merged.append(output)
-        elif output.output_type == "error":
-            output.traceback = [sanitize(clean_stream_text(line)) for line in output.get("traceback", [])]
-            merged.append(output)
-    for output in merged:
-        if output.output_type == "stream":
-            output.text = sanitize(clean_stream_text(output.text))
-    return [o for o in merged if o.output_type != "stream" or o.text.strip()]
-
-
-def notebook_to_latex(nb: nbformat.NotebookNode, sanitize: Callable[[str], str] = str) -> NotebookTex:
+def notebook_to_latex(nb: nbformat.NotebookNode, sanitize: Callable[[str], str] | None = None) -> NotebookTex:
     """Clean ``nb`` for print and export it with the report's nbconvert template."""
     printable = prepare_notebook(nb, sanitize)
-    exporter = LatexExporter(
-        template_file=NOTEBOOK_TEMPLATE,
-        extra_template_paths=[str(TEMPLATE_DIR)],
-    )
-    resources = {"output_files_dir": FIGURES_DIR, "charlim": CHARS_PER_LINE}
+    exporter = LatexExporter(template_file=NOTEBOOK_TEMPLATE, extra_template_paths=[str(TEMPLATE_DIR)])
+    exporter.register_filter("mark_completed_lines", mark_completed_lines)
+    resources = {"output_files_dir": FIGURES_DIR, "charlim": CODE_COLUMNS}
     latex, resources = exporter.from_notebook_node(printable, resources=resources)
     head, marker, rest = latex.partition(BODY_MARKER)
     body, end, _ = rest.partition(END_MARKER)
     if not (marker and end):
         raise ReportError(f"{NOTEBOOK_TEMPLATE} did not emit its body markers")
-    # The report's own document environment holds the body.
-    definitions = head.replace("\\begin{document}", "")
+    definitions = head.replace("\\begin{document}", "")  # the report's own document environment holds it
     return NotebookTex(
         definitions=definitions.strip() + "\n",
         body=body.strip() + "\n",

@@ -9,7 +9,10 @@ The template is plain text with one line per cell boundary::
     %% code [parameters]
     profile = "quick"
 
-A cell tagged ``package-source`` holds nothing but inlined package code (the report may typeset it smaller).
+A code cell tagged ``support`` holds support code (the torchtext replacement, the hyper-parameter checks, the
+fast training path, saving the results): Jupyter shows it collapsed (``metadata.jupyter.source_hidden``) and
+the report leaves it out of Part 2 and lists its definitions in the appendix. A cell tagged ``answer-<key>``
+(``answer-t1`` ...) holds the key result of a task; the report's answer index links to it.
 ``inline(refs)`` pastes the source of hw3 objects (and the hw3 helpers they use, each once, dependencies
 first; :mod:`hw3build.inline`); ``inlined_imports()`` marks where the imports those objects need go (filled
 in after the whole template is rendered, since later cells add to them). The result is checked before it is
@@ -29,12 +32,13 @@ import jinja2
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from hw3build.inline import Inliner, check_self_contained, defined_names
+from hw3build.inline import InlineError, Inliner, check_self_contained, defined_names
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "notebook"
 TEMPLATE_NAME = "hw3.ipynb.j2"
 CELL_MARKER = re.compile(r"^%% (markdown|code)(?: \[([\w,-]+)\])?[ \t]*$")
 IMPORTS_SENTINEL = "# <<hw3build: inlined imports>>"
+SUPPORT_TAG = "support"  # collapsed in Jupyter, in the report's appendix instead of Part 2
 # Where the notebook writes metrics.json and figures/ when run by hand (Colab): next to itself.
 DEFAULT_OUT_DIR = "outputs"
 
@@ -64,14 +68,58 @@ class CellSpec:
 def notebook_parameters(config: Any) -> dict[str, Any]:
     """The ``parameters`` cell's defaults: the config's choices (profile, data_dir, device, hyper-parameters)
     and ``out_dir``. The build overrides ``out_dir`` (and may override the rest) through papermill."""
-    params = dict(config.notebook_parameters())
+    # data_dir None: the notebook finds the data itself ($HW3_DATA_DIR, the cache, or a download), so no
+    # folder of the machine that rendered it is printed; a build passes the folder it verified instead.
+    params = {**config.notebook_parameters(), "data_dir": None}
     ordered = {name: params.pop(name) for name in ("profile", "data_dir", "device") if name in params}
     return {**ordered, "out_dir": DEFAULT_OUT_DIR, **params}
 
 
+# The parameters cell's groups, in order: (comment, names). A name in no group goes to the last one.
+PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("the run", ("profile", "device", "data_dir", "out_dir")),
+    ("Task 3: the model", ("emsize", "nhid", "nlayers", "nhead", "dropout", "norm_first", "tie_weights")),
+    (
+        "Task 3: the optimizer",
+        ("optimizer", "lr", "adam_beta1", "adam_beta2", "weight_decay", "decoupled_weight_decay"),
+    ),
+    ("Task 3: the schedule", ("scheduler", "warmup_batches", "step_gamma", "cooldown")),
+    (
+        "Task 4: training",
+        ("epochs", "bptt", "batch_size", "eval_batch_size", "clip", "shuffle_batches", "random_offset"),
+    ),
+    (
+        "seed, precision, a draft's limits",
+        ("seed", "precision", "max_train_batches", "max_eval_batches", "log_interval"),
+    ),
+)
+PARAMETER_COLUMNS = 100  # the code width of the PDF (hw3build.nbtex.CODE_COLUMNS)
+
+
 def parameters_source(params: dict[str, Any]) -> str:
-    """``name = value`` lines (Python literals), which papermill overrides in an injected cell."""
-    return "\n".join(f"{name} = {value!r}" for name, value in params.items())
+    """``name = value`` assignments (Python literals), which papermill overrides in an injected cell: grouped
+    by what they set, several to a line (``; ``) up to the code width, the group's comment at the end of
+    its first line, so that the cell reads as a short table of the run's choices."""
+    grouped = {name for _, names in PARAMETER_GROUPS for name in names}
+    groups = [(comment, [n for n in names if n in params]) for comment, names in PARAMETER_GROUPS]
+    groups[-1][1].extend(n for n in params if n not in grouped)
+    lines: list[str] = []
+    for comment, names in groups:
+        tail = f"  # {comment}"
+        group: list[str] = []
+        for name in names:
+            assignment = f"{name} = {params[name]!r}"
+            room = PARAMETER_COLUMNS - (len(tail) if len(group) == 1 else 0)
+            if group and len(group[-1]) + 2 + len(assignment) <= room:
+                group[-1] = f"{group[-1]}; {assignment}"
+            else:
+                group.append(assignment)
+        if group and len(group[0]) + len(tail) <= PARAMETER_COLUMNS:
+            group[0] += tail
+        elif group:
+            group.insert(0, tail.strip())
+        lines += group
+    return "\n".join(lines)
 
 
 def students_context(config: Any) -> list[dict[str, Any]]:
@@ -106,26 +154,35 @@ def render_text(config: Any, template_dir: Path = TEMPLATE_DIR, template_name: s
         "profile": config.profile,
         "draft": config.profile != "full",
         "hparams": hparams,
-        "hparam_fields": [f.name for f in dataclasses.fields(hparams)],
         "parameters_source": parameters_source(notebook_parameters(config)),
         "inline": inliner.code,
+        "defer": inliner.defer,
         "inlined_imports": lambda: IMPORTS_SENTINEL,
     }
     text = _environment(template_dir).get_template(template_name).render(**context)
+    try:
+        inliner.check_deferred()
+    except InlineError as exc:
+        raise RenderError(str(exc)) from None
     if text.count(IMPORTS_SENTINEL) != 1:
         raise RenderError("the template must call inlined_imports() exactly once (in the imports cell)")
     return _fill_imports(text, inliner)
 
 
 def _fill_imports(text: str, inliner: Inliner) -> str:
-    """Replace the sentinel with the imports the inlined code needs, minus the names its cell already imports."""
-    start = text.rfind("\n%% ", 0, text.index(IMPORTS_SENTINEL)) + 1
+    """Replace the sentinel with the imports the inlined code needs, minus the names that cell and the code
+    cells before it already bind."""
     end = text.find("\n%% ", text.index(IMPORTS_SENTINEL))
-    cell = text[start : end if end != -1 else len(text)].split("\n", 1)[1]
-    try:
-        bound = defined_names(cell)
-    except SyntaxError as exc:
-        raise RenderError(f"the imports cell is not valid Python: {exc}") from None
+    cells = parse_cells(text[: end if end != -1 else len(text)])
+    bound: set[str] = set()
+    for cell in cells:
+        if cell.cell_type == "code":
+            try:
+                bound |= defined_names(cell.source)
+            except SyntaxError as exc:
+                raise RenderError(
+                    f"template line {cell.line}: a code cell is not valid Python: {exc}"
+                ) from None
     missing = inliner.imports(already_bound=bound)
     return text.replace(IMPORTS_SENTINEL, "\n".join(missing) if missing else "# (none needed)")
 
@@ -169,6 +226,8 @@ def build_notebook(cells: list[CellSpec]) -> nbformat.NotebookNode:
         cell["id"] = f"cell-{index:03d}"  # stable ids: the same template renders byte-identical notebooks
         if spec.tags:
             cell.metadata["tags"] = list(spec.tags)
+        if spec.cell_type == "code" and SUPPORT_TAG in spec.tags:
+            cell.metadata["jupyter"] = {"source_hidden": True}
         nb.cells.append(cell)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(tagged) != 1 or tagged[0].cell_type != "code":

@@ -1,0 +1,184 @@
+"""Task 4's fast training path: one epoch of the given train(), computed faster.
+
+train_fast runs the same steps as the given train() (forward, cross-entropy, backward, gradient
+clipping at 0.5, optimizer step) on the same 35-row chunks, with four changes to the arithmetic
+that leave the loss and its gradient the same up to rounding:
+
+- bf16 autocast where the hardware multiplies bf16 natively (the softmax stays in fp32),
+- the decoder and the cross-entropy evaluated together in row chunks (fused_loss.py),
+- the gradient clipping folded into the fused optimizer step (clip_and_step),
+- on a CPU, dropout masks from a cheaper random generator (fast_dropout.py; same distribution).
+
+It also lets an epoch visit its chunks in a seeded random order (shuffle) and start them at a seeded
+random row (random_offset), and it sums the loss on the device, so a GPU is not stopped every batch.
+"""
+
+import math
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from hw3.data import get_batch
+from hw3.fast_dropout import fast_dropout
+from hw3.fused_loss import hidden_states, linear_cross_entropy
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def chunk_starts(
+    train_data: Tensor,
+    bptt: int,
+    max_batches: int | None = None,
+    shuffle: bool = False,
+    random_offset: bool = False,
+) -> list[int]:
+    """The first row of each bptt-row chunk of an epoch, in the order they are trained.
+
+    The given loop uses rows 0, bptt, 2 bptt, ... in this order. random_offset starts at a row drawn
+    from torch's seeded generator in [0, bptt) and leaves out the rows before it; shuffle visits the
+    chunks in a random order from the same generator (the offset is drawn first).
+    """
+    rows = train_data.size(0) - 1
+    offset = int(torch.randint(bptt, ()).item()) if random_offset and rows > bptt else 0
+    starts = list(range(offset, rows, bptt))[:max_batches]
+    if shuffle:
+        starts = [starts[k] for k in torch.randperm(len(starts)).tolist()]
+    return starts
+
+
+def fast_loss(
+    model: nn.Module, data: Tensor, targets: Tensor, src_mask: Tensor, amp_dtype: torch.dtype | None
+) -> Tensor:
+    """criterion(model(data, src_mask).view(-1, ntokens), targets), with the decoder and the loss
+    fused (linear_cross_entropy) and the encoder under autocast when amp_dtype is set."""
+    with torch.autocast(data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        hidden = hidden_states(model, data, src_mask)
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    decoder = model.decoder
+    dtype = amp_dtype or torch.float32
+    return linear_cross_entropy(hidden, decoder.weight, decoder.bias, targets, dtype)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
+    """clip_grad_norm_(params, clip) then optimizer.step(), with one pass over the gradients less.
+
+    The clipping factor is min(1, clip / (norm + 1e-6)), as in clip_grad_norm_. A fused optimizer
+    (Adam or SGD with fused=True) takes it as its grad_scale (the hook torch.amp.GradScaler uses:
+    the kernel divides each gradient by it as it reads it), so the gradients are not rewritten in
+    memory first; other optimizers get the gradients multiplied in place, as clip_grad_norm_ does.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    total_norm = torch.nn.utils.get_total_norm(grads)
+    factor = torch.clamp(clip / (total_norm + 1e-6), max=1.0)
+    if getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"):
+        optimizer.grad_scale = factor.reciprocal()
+        optimizer.found_inf = torch.zeros((), dtype=torch.float32, device=factor.device)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.grad_scale, optimizer.found_inf
+    else:
+        torch._foreach_mul_(grads, factor)
+        optimizer.step()
+
+
+class EpochLog:
+    """The given train()'s log line every log_interval batches, from losses summed on the device
+    (a GPU waits only when a line is printed), a NaN check and an optional progress bar."""
+
+    def __init__(self, epoch: int, num_batches: int, log_interval: int, device, progress=None):
+        self.epoch, self.num_batches, self.log_interval = epoch, num_batches, log_interval
+        self.interval_loss = torch.zeros((), device=device)
+        self.epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.check_every = 1 if device.type == "cpu" else log_interval  # .item() syncs a GPU
+        show = progress if progress is not None else os.environ.get("TQDM_DISABLE", "") in ("", "0")
+        self.bar = tqdm(
+            total=num_batches, desc=f"epoch {epoch}", unit="batch", disable=not show, leave=False
+        )
+        self.start_time = time.time()
+
+    def add(self, batch: int, loss: Tensor, lr: float) -> None:
+        """Account for one batch's loss (lr: the learning rate of the step just taken)."""
+        self.interval_loss += loss.detach()
+        self.epoch_loss += loss.detach()
+        self.bar.update(1)
+        if (batch + 1) % self.check_every == 0 or batch + 1 == self.num_batches:
+            check_finite(self.interval_loss, self.epoch, batch, lr)
+        if batch % self.log_interval == 0 and batch > 0:
+            ms_per_batch = (time.time() - self.start_time) * 1000 / self.log_interval
+            cur_loss = self.interval_loss.item() / self.log_interval
+            line = (
+                f"| epoch {self.epoch:3d} | {batch:5d}/{self.num_batches:5d} batches | "
+                f"lr {lr:.2e} | ms/batch {ms_per_batch:5.2f} | "
+                f"loss {cur_loss:5.2f} | ppl {math.exp(cur_loss):8.2f}"
+            )
+            if self.bar.disable:
+                print(line, flush=True)
+            else:
+                self.bar.write(line)
+            self.interval_loss.zero_()
+            self.start_time = time.time()
+
+    def close(self) -> float:
+        """The epoch's mean training loss."""
+        self.bar.close()
+        return self.epoch_loss.item() / self.num_batches
+
+
+def check_finite(loss_sum: Tensor, epoch: int, batch: int, lr: float) -> None:
+    """Stop with a clear message when the (summed) training loss is NaN or infinite."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"training loss became {value} at epoch {epoch}, batch {batch} "
+            f"(learning rate {lr:.3g}). Hint: lower lr, lengthen warmup_batches, or set "
+            "precision='fp32' to rule out low precision."
+        )
+
+
+def train_fast(
+    model: nn.Module,
+    bptt: int,
+    train_data: Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    epoch: int,
+    *,
+    clip: float = 0.5,
+    log_interval: int = 200,
+    max_batches: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool | None = None,
+    cheap_dropout: bool = True,
+    shuffle: bool = False,
+    random_offset: bool = False,
+) -> float:
+    """One epoch of the given train() by the fast path (see the module docstring); returns the
+    epoch's mean training loss. The scheduler is stepped after every batch."""
+    device = train_data.device
+    model.train()  # turn on train mode
+    starts = chunk_starts(train_data, bptt, max_batches, shuffle, random_offset)
+    src_mask = model.generate_square_subsequent_mask(bptt).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    log = EpochLog(epoch, len(starts), log_interval, device, progress)
+    cheap = cheap_dropout and device.type == "cpu"
+    with fast_dropout(model) if cheap else nullcontext():
+        for batch, i in enumerate(starts):
+            data, targets = get_batch(train_data, i, bptt)
+            seq_len = data.size(0)
+            # a cut mask for the shorter last chunk (shuffled, it need not come last)
+            mask = src_mask if seq_len == bptt else src_mask[:seq_len, :seq_len]
+            loss = fast_loss(model, data, targets, mask, amp_dtype)
+            optimizer.zero_grad()
+            loss.backward()
+            clip_and_step(optimizer, params, clip)
+            lr = scheduler.get_last_lr()[0]  # the learning rate of this step
+            scheduler.step()  # per batch: the schedules are defined per optimizer step
+            log.add(batch, loss, lr)
+    return log.close()
