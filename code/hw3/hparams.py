@@ -37,8 +37,8 @@ MAX_DECAY_PER_STEP = 0.01
 
 @dataclass(frozen=True)
 class Bounds:
-    """The values a numeric field may take: ``[low, high]``. A tuner searches the part ``search``
-    (None: all of it), on a log scale when ``log``."""
+    """The values a numeric field may take, [low, high]. A tuner searches the part `search`
+    (None: all of it), on a log scale when `log` is true."""
 
     low: float
     high: float

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_ppl", "lr", "seconds")
 
 
+# the largest loss whose exponential a float holds; a larger one means a diverged run
+MAX_FINITE_LOSS = math.log(sys.float_info.max)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), the perplexity of a mean cross-entropy; infinite past what a float holds."""
+    return math.exp(loss) if loss <= MAX_FINITE_LOSS else math.inf
+
+
 class MetricsError(ValueError):
     """A `metrics.json` that is missing, unreadable or not of this schema (the message says
     which)."""
@@ -82,13 +92,13 @@ def metrics_record(
         "history": [dict(row) for row in fit_result.history],
         "best_epoch": fit_result.best_epoch,
         "best_val_loss": best,
-        "best_val_ppl": math.exp(best) if math.isfinite(best) else best,
+        "best_val_ppl": perplexity(best),
         "interrupted": fit_result.interrupted,
         "timings": {"train_seconds": fit_result.train_seconds, "total_seconds": total_seconds},
     }
     if test_loss is not None:
         record.update(
-            test_loss=test_loss, test_ppl=math.exp(test_loss), sentences=list(sentences or [])
+            test_loss=test_loss, test_ppl=perplexity(test_loss), sentences=list(sentences or [])
         )
     record.update(optional)
     return record

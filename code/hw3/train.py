@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from hw3.data import get_batch
 from hw3.fastpath import train_fast
 from hw3.hparams import HParams
+from hw3.metrics import perplexity
 from hw3.model import TransformerModel
 
 
@@ -310,7 +311,7 @@ class FitResult:
 
     def add_epoch(self, model: nn.Module, **row: float) -> None:
         """Record an epoch's row; keep a copy of the model when its validation loss is the best."""
-        row["val_ppl"] = math.exp(row["val_loss"])
+        row["val_ppl"] = perplexity(row["val_loss"])
         self.history.append(row)
         if row["val_loss"] < self.best_val_loss:
             self.best_val_loss, self.best_epoch = row["val_loss"], row["epoch"]
@@ -347,7 +348,7 @@ def fit(
             print("-" * 89)
             print(
                 f"| end of epoch {epoch:3d} | time: {seconds:5.2f}s | valid loss {val_loss:5.2f} | "
-                f"valid ppl {math.exp(val_loss):8.2f}"
+                f"valid ppl {perplexity(val_loss):8.2f}"
             )
             print("-" * 89, flush=True)
             lr = scheduler.get_last_lr()[0]  # stepped after every batch, not once an epoch
