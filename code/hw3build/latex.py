@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from hw3build.literal import directional
+
 log = logging.getLogger(__name__)
 
 REQUIRED_TOOLS = ("xelatex", "latexmk", "pandoc")
@@ -67,12 +69,23 @@ _LATEX_SPECIALS = {
     "~": r"\textasciitilde{}",
     "<": r"\textless{}",
     ">": r"\textgreater{}",
+    "[": "{[}",  # after a table row's \\, "[" would open its optional argument (as pandoc writes it)
+    "]": "{]}",
 }
 
 
+def _escape_chars(text: str) -> str:
+    # "--" would print as an en dash (TeX ligature): "-{}" keeps each hyphen a hyphen.
+    return "".join(
+        "-{}" if char == "-" and text[i + 1 : i + 2] == "-" else _LATEX_SPECIALS.get(char, char)
+        for i, char in enumerate(text)
+    )
+
+
 def escape_latex(value: object) -> str:
-    """Plain text (names, sentences, hashes) to LaTeX that prints it literally."""
-    return "".join(_LATEX_SPECIALS.get(char, char) for char in str(value))
+    """Plain text (names, sentences, hashes) to LaTeX that prints it literally, in its reading order
+    (right-to-left runs in ``\\RL{...}``: :mod:`hw3build.literal`)."""
+    return directional(str(value), _escape_chars, rtl=lambda text: rf"\RL{{{text}}}")
 
 
 def breakable(value: object, every: int = 32) -> str:

@@ -30,6 +30,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from hw3build.inline import Inliner, check_self_contained, defined_names
+from hw3build.literal import markdown_literal
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "notebook"
 TEMPLATE_NAME = "hw3.ipynb.j2"
@@ -85,7 +86,7 @@ def students_context(config: Any) -> list[dict[str, Any]]:
 
 
 def _environment(template_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -93,6 +94,8 @@ def _environment(template_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["md"] = markdown_literal  # typed text (names) shown as typed, in its reading order
+    return env
 
 
 def render_text(config: Any, template_dir: Path = TEMPLATE_DIR, template_name: str = TEMPLATE_NAME) -> str:
