@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -69,8 +70,8 @@ class FakeStages:
         nbformat.write(executed_notebook(), out_path)
         return out_path
 
-    def execute(self, nb_path: Path, parameters: dict[str, Any], run_root: Path, *, force: bool = False):
-        self._enter("execute", {"parameters": parameters, "force": force})
+    def execute(self, nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any):
+        self._enter("execute", {"parameters": parameters, **options})
         out = run_root / "key123"
         out.mkdir(parents=True, exist_ok=True)
         nbformat.write(executed_notebook(), out / "executed.ipynb")
@@ -265,12 +266,9 @@ def test_the_record_hashes_the_data_the_run_used_and_names_the_commit(tmp_path: 
         (data / f"wiki.{split}.tokens").write_text(f" = {split} = \n")
 
     class RecordedDataDir(FakeStages):
-        def execute(self, nb_path, parameters, run_root, *, force=False):
-            result = super().execute(nb_path, parameters, run_root, force=force)
-            nb = nbformat.read(result.executed_path, as_version=4)
-            nb.metadata["papermill"]["parameters"] = {**parameters, "data_dir": str(data)}
-            nbformat.write(nb, result.executed_path)
-            return result
+        def execute(self, nb_path, parameters, run_root, **options):
+            result = super().execute(nb_path, parameters, run_root, **options)
+            return dataclasses.replace(result, data_dir=data)  # the folder the run read
 
     project = tmp_path / "project"
     config = write_config(project)
@@ -302,9 +300,7 @@ def test_invoke_lists_every_task_with_help() -> None:
     assert all(len(line.split()) > 1 for line in listed.values())  # each has help text
 
 
-def _executed_without_training(
-    nb_path: Path, parameters: dict[str, Any], run_root: Path, *, force: bool = False
-):
+def _executed_without_training(nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any):
     """The rendered notebook marked as executed (counts, an output per printing cell) and a metrics.json
     in the documented schema: the real stages around execution run, no training does."""
     import matplotlib

@@ -71,9 +71,13 @@ def test_overrides_apply_on_top_of_the_chosen_profile(tmp_path: Path) -> None:
 
 def test_parameters_for_the_notebook(tmp_path: Path) -> None:
     path = write_config(tmp_path, top='device = "cpu"\ndata_dir = "data/wt2"\n', hparams="epochs = 3")
-    params = load_config(path).notebook_parameters()
+    config = load_config(path)
+    params = config.run_parameters()
     assert params["profile"] == "full" and params["device"] == "cpu" and params["epochs"] == 3
-    assert params["data_dir"] == str(tmp_path.resolve() / "data" / "wt2")  # relative to the config file
+    assert config.data_dir == tmp_path.resolve() / "data" / "wt2"  # relative to the config file
+    assert (
+        params["data_dir"] is None
+    )  # the folder reaches the kernel as $HW3_DATA_DIR: no path in the notebook
     assert "out_dir" not in params
     assert set(params) == {"profile", "device", "data_dir", *profile_defaults("full").to_dict()}
 

@@ -27,7 +27,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import nbformat
 from hw3.metrics import MetricsError, read_metrics
 
 from hw3build.config import ConfigError, SubmissionConfig, load_config
@@ -63,10 +62,10 @@ def run_render(config: SubmissionConfig, out_path: Path) -> Path:
     return render_notebook(config, out_path)
 
 
-def run_execute(nb_path: Path, parameters: dict[str, Any], run_root: Path, *, force: bool = False) -> Any:
+def run_execute(nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any) -> Any:
     from hw3build.execute import execute_notebook
 
-    return execute_notebook(nb_path, parameters, run_root, force=force)
+    return execute_notebook(nb_path, parameters, run_root, **options)
 
 
 def run_theory_checks(out_dir: Path, project_root: Path) -> str:
@@ -221,7 +220,9 @@ def _locked_build(
         notebook = Path(stages.render(config, paths.notebook))
 
     with run("execute") as note:
-        execution = stages.execute(notebook, config.notebook_parameters(), paths.run_root, force=force)
+        execution = stages.execute(
+            notebook, config.run_parameters(), paths.run_root, force=force, data_dir=config.data_dir
+        )
         try:
             metrics = read_metrics(execution.metrics_path)
         except MetricsError as exc:
@@ -254,7 +255,7 @@ def _locked_build(
             metrics=metrics,
             execution=execution_info,
             repo_dir=paths.project_root,
-            data_dir=config.data_dir or _data_dir_used(Path(execution.executed_path)),
+            data_dir=config.data_dir or getattr(execution, "data_dir", None),
         )
         write_record(record, paths.record)
 
@@ -363,16 +364,6 @@ def theory_inputs_key() -> str:
             version = "absent"
         digest.update(f"{name}=={version}\n".encode())
     return digest.hexdigest()
-
-
-def _data_dir_used(executed_nb: Path) -> Path | None:
-    """The data folder the run used, as papermill recorded the injected ``data_dir`` (None if unknown)."""
-    try:
-        nb = nbformat.read(executed_nb, as_version=4)
-    except Exception:  # an unreadable notebook fails validation later; the record just lacks file hashes
-        return None
-    folder = nb.metadata.get("papermill", {}).get("parameters", {}).get("data_dir")
-    return Path(folder) if isinstance(folder, str) and Path(folder).is_dir() else None
 
 
 def _relative(path: Path, root: Path) -> str:

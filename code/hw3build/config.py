@@ -115,15 +115,11 @@ class SubmissionConfig:
         """``ece046211_hw3_<id1>_<id2>``: the stem of the zip and of both files inside it."""
         return f"ece046211_hw3_{self.students[0].id}_{self.students[1].id}"
 
-    def notebook_parameters(self) -> dict[str, Any]:
-        """The papermill parameters the config decides (``out_dir`` is added by the execution stage,
-        which knows the run folder)."""
-        return {
-            "profile": self.profile,
-            "data_dir": None if self.data_dir is None else str(self.data_dir),
-            "device": self.device,
-            **self.hparams.to_dict(),
-        }
+    def run_parameters(self) -> dict[str, Any]:
+        """The notebook parameters the config decides. ``data_dir`` is always None here: the build gives
+        the kernel the data folder as ``$HW3_DATA_DIR``, so no local path is written into the notebook;
+        ``out_dir`` is chosen by the execution stage (the run folder)."""
+        return {"profile": self.profile, "data_dir": None, "device": self.device, **self.hparams.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable view (for build/build.json)."""

@@ -65,7 +65,7 @@ class CellSpec:
 def notebook_parameters(config: Any) -> dict[str, Any]:
     """The ``parameters`` cell's defaults: the config's choices (profile, data_dir, device, hyper-parameters)
     and ``out_dir``. The build overrides ``out_dir`` (and may override the rest) through papermill."""
-    params = dict(config.notebook_parameters())
+    params = dict(config.run_parameters())
     ordered = {name: params.pop(name) for name in ("profile", "data_dir", "device") if name in params}
     return {**ordered, "out_dir": DEFAULT_OUT_DIR, **params}
 
