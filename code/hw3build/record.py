@@ -22,13 +22,13 @@ from typing import Any
 from hw3.download import sha256_file
 
 from hw3build.config import SubmissionConfig
+from hw3build.latex import REQUIRED_TOOLS
 
 RECORD_SCHEMA = 1
 PYTHON_PACKAGES = (
     "hw3", "torch", "numpy", "matplotlib", "tqdm", "papermill", "nbclient", "nbconvert", "nbformat",
     "ipykernel", "jinja2", "pypdf", "portalocker", "invoke",
 )  # fmt: skip
-TEX_TOOLS = ("xelatex", "latexmk", "pandoc")
 
 
 def package_versions(names: tuple[str, ...] = PYTHON_PACKAGES) -> dict[str, str | None]:
@@ -134,7 +134,7 @@ def collect_record(
             "torch_version_in_notebook": metrics.get("run", {}).get("torch_version"),
         },
         "versions": package_versions(),
-        "tex": {tool: tool_version(tool) for tool in TEX_TOOLS},
+        "tex": {tool: tool_version(tool) for tool in REQUIRED_TOOLS},
         "platform": {
             "system": platform.platform(),
             "machine": platform.machine(),
