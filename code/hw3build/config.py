@@ -18,6 +18,8 @@ from typing import Any
 
 from hw3.hparams import PROFILES, HParams, profile_defaults
 
+from hw3build.assignment import submission_stem
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -113,7 +115,7 @@ class SubmissionConfig:
     @property
     def submission_name(self) -> str:
         """``ece046211_hw3_<id1>_<id2>``: the stem of the zip and of both files inside it."""
-        return f"ece046211_hw3_{self.students[0].id}_{self.students[1].id}"
+        return submission_stem(*self.ids)
 
     def run_parameters(self) -> dict[str, Any]:
         """The notebook parameters the config decides. ``data_dir`` is always None here: the build gives

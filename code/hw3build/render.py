@@ -20,13 +20,13 @@ reads defined by a builtin, an import or an earlier cell.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import nbformat
+from hw3.files import write_atomic
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from hw3build.inline import Inliner, check_self_contained, defined_names
@@ -191,8 +191,4 @@ def render_notebook(config: Any, out_path: Path, template_dir: Path = TEMPLATE_D
     out_path = Path(out_path)
     nb = build_notebook(parse_cells(render_text(config, template_dir)))
     check_self_contained([c.source for c in nb.cells if c.cell_type == "code"])
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, out_path)
-    return out_path
+    return write_atomic(out_path, nbformat.writes(nb) + "\n")

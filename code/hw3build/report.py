@@ -24,6 +24,7 @@ from typing import Any
 
 import jinja2
 import nbformat
+from hw3.files import write_atomic
 from hw3.metrics import MetricsError, check_metrics
 
 from hw3build.latex import (
@@ -289,12 +290,6 @@ def _remove_stale_workdirs(report_dir: Path, older_than_s: float = 3600) -> None
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def render_report_tex(
     executed_nb: Path,
     metrics: Mapping[str, Any],
@@ -413,8 +408,8 @@ def build_report(
         if isinstance(exc, ReportError):  # point the message at the kept folder
             raise type(exc)(str(exc).replace(str(workdir), str(failed))) from exc
         raise
-    _write_atomic(out_pdf, pdf.read_bytes())
-    _write_atomic(report_dir / TEX_NAME, tex_path.read_bytes())
+    write_atomic(out_pdf, pdf.read_bytes())
+    write_atomic(report_dir / TEX_NAME, tex_path.read_bytes())
     _replace_dir(workdir, report_dir / "tex")
     log.info("report built in %.1f s: %s", time.monotonic() - started, out_pdf)
     return out_pdf
@@ -426,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from hw3build.config import ConfigError, load_config
+    from hw3build.locks import LockBusy, build_lock_for
 
     parser = argparse.ArgumentParser(prog="python -m hw3build.report", description=main.__doc__)
     parser.add_argument("run_dir", type=Path, help="build/run/<key>: executed.ipynb, metrics.json, figures/")
@@ -441,10 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, profile=args.profile)
         metrics = json.loads((args.run_dir / "metrics.json").read_text(encoding="utf-8"))
         record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else {}
-        pdf = build_report(
-            args.run_dir / "executed.ipynb", metrics, args.theory, args.checks, config, record, args.out
-        )
-    except (ConfigError, ReportError, OSError, ValueError) as exc:
+        record.pop("build", None)  # this build's clock time and durations never go into the PDF
+        with build_lock_for(args.out):  # a build may be writing build/ (``invoke build`` holds its lock)
+            pdf = build_report(
+                args.run_dir / "executed.ipynb", metrics, args.theory, args.checks, config, record, args.out
+            )
+    except (ConfigError, ReportError, LockBusy, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(pdf)
