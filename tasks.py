@@ -19,6 +19,9 @@ BUILD_DIR = ROOT / "build"
         "config": "the submission config (default: submission.toml)",
         "data_dir": "offline folder with wiki.{train,valid,test}.tokens (overrides data_dir in the config)",
         "lock_timeout": "seconds to wait when another build holds build/.lock (default: 10)",
+        "cell_timeout": "seconds a notebook cell may run (default: 30 min)",
+        "training_timeout": "seconds a cell tagged 'training' may run (default: quick 2 h, full 12 h)",
+        "theory_timeout": "seconds the theory checks may run (default: 30 min)",
     }
 )
 def build(
@@ -28,9 +31,12 @@ def build(
     config: str = "submission.toml",
     data_dir: str | None = None,
     lock_timeout: int = 10,
+    cell_timeout: int | None = None,
+    training_timeout: int | None = None,
+    theory_timeout: int | None = None,
 ) -> None:
     """Build build/dist/ece046211_hw3_<id1>_<id2>.zip: notebook, execution, theory checks, PDF, zip, checks."""
-    from hw3build.build import BuildFailed
+    from hw3build.build import BuildFailed, timeouts_from
     from hw3build.build import build as run_build
 
     if profile not in (None, "quick", "full"):
@@ -39,7 +45,14 @@ def build(
     if not config_path.is_absolute() and not config_path.exists():
         config_path = ROOT / config_path  # invoke may run from a subfolder of the repository
     try:
-        run_build(config_path, profile=profile, force=force, data_dir=data_dir, lock_timeout=lock_timeout)
+        run_build(
+            config_path,
+            profile=profile,
+            force=force,
+            data_dir=data_dir,
+            lock_timeout=lock_timeout,
+            timeouts=timeouts_from(cell_timeout, training_timeout, theory_timeout),
+        )
     except BuildFailed as exc:
         raise Exit(f"\nERROR: {exc}\nThe previous zip (if any) is unchanged.", code=1) from None
     except KeyboardInterrupt:
@@ -56,7 +69,8 @@ def validate(c: Context, zip: str | None = None, strict: bool = False) -> None: 
     """Check a submission zip against the course's rules and print the checklist."""
     from hw3build.validate import main
 
-    argv = ([zip] if zip else []) + (["--strict"] if strict else []) + ["--dist-dir", str(BUILD_DIR / "dist")]
+    argv = [*([zip] if zip else []), *(["--strict"] if strict else [])]
+    argv += ["--dist-dir", str(BUILD_DIR / "dist"), "--config", str(ROOT / "submission.toml")]
     code = main(argv)
     if code:
         raise Exit(code=code)
@@ -64,12 +78,13 @@ def validate(c: Context, zip: str | None = None, strict: bool = False) -> None: 
 
 @task(
     help={
-        "fast": "skip the end-to-end and slow tests (-m 'not e2e and not slow')",
+        "fast": "skip the end-to-end, slow and fault-injection tests (-m 'not e2e and not slow')",
         "args": "extra arguments for pytest, e.g. -k config",
     }
 )
 def test(c: Context, fast: bool = False, args: str = "") -> None:
-    """Run the test suite (pytest); the whole suite, e2e and TeX tests included, unless --fast."""
+    """Run the test suite (pytest); the whole suite, e2e, TeX and fault-injection tests included, unless
+    --fast. The fault-injection suite (tests/faults) rewrites docs/reliability.md from its results."""
     marker = ' -m "not e2e and not slow"' if fast else ""
     with c.cd(str(ROOT)):
         c.run(f"{sys.executable} -m pytest{marker} {args}".rstrip(), pty=False)
@@ -77,7 +92,7 @@ def test(c: Context, fast: bool = False, args: str = "") -> None:
 
 @task
 def clean(c: Context) -> None:
-    """Remove build/ (refused while a build is running)."""
+    """Empty build/ (refused while a build is running; the lock file stays)."""
     from hw3build.build import clean as run_clean
     from hw3build.locks import LockBusy
 
@@ -85,7 +100,7 @@ def clean(c: Context) -> None:
         removed = run_clean(BUILD_DIR)
     except LockBusy as exc:
         raise Exit(f"ERROR: {exc}", code=1) from None
-    print(f"removed {BUILD_DIR}" if removed else f"nothing to remove ({BUILD_DIR} does not exist)")
+    print(f"emptied {BUILD_DIR}" if removed else f"nothing to remove in {BUILD_DIR}")
 
 
 @task(help={"args": "arguments for benchmarks/bench_train.py (see its --help)"})
@@ -103,11 +118,16 @@ def bench(c: Context, args: str = "") -> None:
 )
 def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
     """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.theory)."""
+    from hw3build.locks import LockBusy, build_lock_for
+
     command = f"{sys.executable} -m hw3build.theory --out {shlex.quote(out)}"
     if pdf:
         command += f" --pdf {shlex.quote(pdf)}"
-    with c.cd(str(ROOT)):
-        c.run(command, pty=False)
+    try:
+        with build_lock_for(out, build_dir=BUILD_DIR, timeout=10), c.cd(str(ROOT)):
+            c.run(command, pty=False)
+    except LockBusy as exc:
+        raise Exit(f"ERROR: {exc}", code=1) from None
 
 
 @task(

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         wikitext2_dir(data_dir=args.data_dir), hp.batch_size, hp.eval_batch_size, device
     )
     model = build_model(len(vocab), hp).to(device)
-    model.load_state_dict(torch.load(weights_path, map_location=device))
+    model.load_state_dict(torch.load(weights_path, map_location=device, weights_only=True))
     data = test_data if args.split == "test" else val_data
     amp = autocast_dtype(device, hp.precision)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,16 @@ import nbformat
 import pytest
 from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
-from hw3build.build import STAGE_NAMES, BuildFailed, Stages, build
+from hw3build.build import (
+    CELL_TIMEOUT_S,
+    STAGE_NAMES,
+    TRAINING_TIMEOUT_S,
+    BuildFailed,
+    Stages,
+    build,
+    build_paths,
+    clean,
+)
 from hw3build.execute import ExecutionResult
 from hw3build.validate import validate_zip
 from submission_fixtures import (
@@ -69,15 +80,15 @@ class FakeStages:
         nbformat.write(executed_notebook(), out_path)
         return out_path
 
-    def execute(self, nb_path: Path, parameters: dict[str, Any], run_root: Path, *, force: bool = False):
-        self._enter("execute", {"parameters": parameters, "force": force})
+    def execute(self, nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any):
+        self._enter("execute", {"parameters": parameters, **options})
         out = run_root / "key123"
         out.mkdir(parents=True, exist_ok=True)
         nbformat.write(executed_notebook(), out / "executed.ipynb")
         (out / "metrics.json").write_text(json.dumps(METRICS))
         return ExecutionResult(out / "executed.ipynb", out / "metrics.json", out, False, 1.5, "key123")
 
-    def theory(self, out_dir: Path, project_root: Path) -> str:
+    def theory(self, out_dir: Path, project_root: Path, *, timeout_s: float) -> str:
         self._enter("theory", project_root)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "checks.json").write_text("{}")
@@ -91,6 +102,13 @@ class FakeStages:
 
     def stages(self) -> Stages:
         return Stages(render=self.render, execute=self.execute, theory=self.theory, report=self.report)
+
+
+def pdf_naming(names: tuple[str, str]) -> list[list[str]]:
+    """A report-like PDF whose cover prints the two names."""
+    pages = good_pdf_pages()
+    pages[0] = [pages[0][0], f"{names[0]} and {names[1]}"]
+    return pages
 
 
 def write_config(
@@ -109,7 +127,9 @@ def write_config(
 
 
 def run_build(config: Path, fakes: FakeStages, **kwargs):
+    """A build of ``config`` into ``<config folder>/build`` (the repository stays the project root)."""
     lines: list[str] = []
+    kwargs.setdefault("build_dir", config.parent / "build")
     result = build(config, stages=fakes.stages(), echo=lines.append, lock_timeout=0.2, **kwargs)
     return result, "\n".join(lines)
 
@@ -125,7 +145,9 @@ def test_a_build_runs_every_stage_and_records_it(tmp_path: Path, monkeypatch: py
     expected_params = {"profile": "quick", "device": "auto", "data_dir": None}
     expected_params |= profile_defaults("quick").replace(epochs=3).to_dict()
     assert execute_call["parameters"] == expected_params
-    assert fakes.calls[2][1] == tmp_path.resolve()  # theory checks run from the project root
+    assert execute_call["cell_timeout"] == CELL_TIMEOUT_S
+    assert execute_call["training_timeout"] == TRAINING_TIMEOUT_S["quick"]
+    assert fakes.calls[2][1] == REPO  # theory checks run from the project root: the repository
 
     assert result.zip_path == tmp_path / "build" / "dist" / f"{STEM}.zip"
     assert validate_zip(result.zip_path, strict=True).ok
@@ -133,19 +155,31 @@ def test_a_build_runs_every_stage_and_records_it(tmp_path: Path, monkeypatch: py
     assert not any((tmp_path / "build" / "dist" / ".staging").iterdir())
 
     record = json.loads((tmp_path / "build" / "build.json").read_text())
-    assert set(record["timings"]) == {*STAGE_NAMES, "total"}
+    assert set(record["build"]["timings"]) == {*STAGE_NAMES, "total"}
+    assert record["build"]["cache_hit"] is False and record["build"]["built_at"]
     assert record["execution"]["key"] == "key123"
     assert record["hparams"]["epochs"] == 3 and record["seed"] == 211 and record["profile"] == "quick"
     assert record["data"]["summary"] == METRICS["data"]
     assert record["results"]["test_ppl"] == METRICS["test_ppl"]
     assert record["versions"]["python"] and record["versions"]["torch"]
-    assert record["zip"]["bytes"] == result.size_bytes
-    report_record = fakes.calls[3][1]  # the report gets the record written before it ran
-    assert set(report_record["timings"]) == {"config", "lock", "render", "execute", "theory"}
+    assert record["build"]["zip"]["bytes"] == result.size_bytes
+    report_record = fakes.calls[3][1]  # the report gets only what the inputs determine
+    assert {k: v for k, v in record.items() if k != "build"} == report_record
 
     for number, stage in enumerate(STAGE_NAMES, start=1):
         assert f"[{number}/{len(STAGE_NAMES)}] {stage} done" in output
     assert "test perplexity 232.76" in output and str(result.zip_path) in output
+
+
+def test_the_report_gets_no_clock_time_nor_durations(tmp_path: Path) -> None:
+    # Two builds of the same inputs must make the same PDF: this build's own time stays in build.json.
+    first, second = FakeStages(), FakeStages()
+    run_build(write_config(tmp_path), first)
+    run_build(write_config(tmp_path), second)
+    records = [fakes.calls[-1][1] for fakes in (first, second)]
+    assert records[0] == records[1]
+    text = json.dumps(records[0])
+    assert "built_at" not in text and "timings" not in text and "cache_hit" not in text
 
 
 @pytest.mark.parametrize("stage", ["render", "execute", "theory", "report"])
@@ -173,7 +207,12 @@ def test_a_zip_that_fails_validation_never_replaces_the_good_one(tmp_path: Path)
     no_task_5 = [page for page in good_pdf_pages() if not page[0].startswith("Task 5")]
     lines: list[str] = []
     with pytest.raises(BuildFailed) as failed:
-        build(config, stages=FakeStages(pages=no_task_5).stages(), echo=lines.append)
+        build(
+            config,
+            stages=FakeStages(pages=no_task_5).stages(),
+            echo=lines.append,
+            build_dir=tmp_path / "build",
+        )
     assert failed.value.stage == "validate"
     assert good.zip_path.read_bytes() == before
     assert (tmp_path / "build" / "dist" / ".staging" / good.zip_path.name).is_file()  # kept for inspection
@@ -255,7 +294,7 @@ def test_the_record_holds_no_local_paths(tmp_path: Path) -> None:
     text = result.record_path.read_text()
     assert str(tmp_path) not in text
     record = json.loads(text)
-    assert record["zip"]["path"] == f"build/dist/{STEM}.zip"
+    assert record["build"]["zip"]["path"] == f"{STEM}.zip"  # outside the project: the name only
 
 
 def test_the_record_hashes_the_data_the_run_used_and_names_the_commit(tmp_path: Path) -> None:
@@ -265,15 +304,13 @@ def test_the_record_hashes_the_data_the_run_used_and_names_the_commit(tmp_path: 
         (data / f"wiki.{split}.tokens").write_text(f" = {split} = \n")
 
     class RecordedDataDir(FakeStages):
-        def execute(self, nb_path, parameters, run_root, *, force=False):
-            result = super().execute(nb_path, parameters, run_root, force=force)
-            nb = nbformat.read(result.executed_path, as_version=4)
-            nb.metadata["papermill"]["parameters"] = {**parameters, "data_dir": str(data)}
-            nbformat.write(nb, result.executed_path)
-            return result
+        def execute(self, nb_path, parameters, run_root, **options):
+            result = super().execute(nb_path, parameters, run_root, **options)
+            return dataclasses.replace(result, data_dir=data)  # the folder the run read
 
     project = tmp_path / "project"
     config = write_config(project)
+    shutil.copytree(REPO / "theory", project / "theory")  # what the pre-flight check looks for
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], cwd=project, check=True)
     subprocess.run([*git, "add", "submission.toml"], cwd=project, check=True)
@@ -282,7 +319,7 @@ def test_the_record_hashes_the_data_the_run_used_and_names_the_commit(tmp_path: 
         ["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True
     ).stdout.strip()
 
-    result, _ = run_build(config, RecordedDataDir())
+    result, _ = run_build(config, RecordedDataDir(), project_root=project)
     record = json.loads(result.record_path.read_text())
     train = data / "wiki.train.tokens"
     assert record["data"]["files"]["train"] == {
@@ -290,6 +327,99 @@ def test_the_record_hashes_the_data_the_run_used_and_names_the_commit(tmp_path: 
         "bytes": train.stat().st_size,
     }
     assert record["git"] == {"commit": commit, "dirty": False}
+
+
+def test_a_config_outside_the_repository_keeps_the_repository_as_project_root(tmp_path: Path) -> None:
+    # It once wrote build/ next to the config and failed at the report (no theory/ there), after training.
+    elsewhere = write_config(tmp_path / "elsewhere")
+    assert build_paths() == build_paths(REPO, REPO / "build")
+    fakes = FakeStages()
+    run_build(elsewhere, fakes, build_dir=tmp_path / "out")  # build_dir given: the repository's stays clean
+    theory_root = next(detail for stage, detail in fakes.calls if stage == "theory")
+    assert theory_root == REPO and (REPO / "theory" / "q1.tex").is_file()
+    assert not (tmp_path / "elsewhere" / "build").exists()
+
+
+def test_main_builds_into_the_repository_whatever_the_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def record_call(config_path, **kwargs):
+        seen.update(kwargs, paths=build_paths(kwargs.get("project_root"), kwargs.get("build_dir")))
+
+    monkeypatch.setattr(build_module, "build", record_call)
+    assert build_module.main(["--config", str(write_config(tmp_path)), "--cell-timeout", "60"]) == 0
+    assert seen["paths"].build_dir == REPO / "build" and seen["timeouts"].cell == 60
+
+
+@pytest.mark.parametrize(
+    ("names", "refused"),
+    [
+        (("Alice \U0001d11e Levi", "Bob Cohen"), "U+1D11E"),
+        (("Alice", "\u0b85\u0bae\u0bcd\u0bae\u0bbe"), "U+0B85"),
+    ],
+)
+def test_a_name_no_font_can_print_stops_the_build_before_any_work(
+    tmp_path: Path, names: tuple[str, str], refused: str
+) -> None:
+    fakes = FakeStages()
+    with pytest.raises(BuildFailed) as failed:
+        run_build(write_config(tmp_path, names=names), fakes)
+    assert failed.value.stage == "preflight" and refused in str(failed.value)
+    assert "students[" in str(failed.value) and fakes.calls == []
+
+
+def test_missing_theory_sources_stop_the_build_before_any_work(tmp_path: Path) -> None:
+    fakes = FakeStages()
+    with pytest.raises(BuildFailed) as failed:
+        run_build(write_config(tmp_path), fakes, project_root=tmp_path)  # a checkout without theory/
+    assert failed.value.stage == "preflight" and "q1.tex" in str(failed.value)
+    assert fakes.calls == []
+
+
+def test_missing_tex_stops_the_build_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    fakes = FakeStages()
+    with pytest.raises(BuildFailed) as failed:
+        run_build(write_config(tmp_path), fakes)
+    assert failed.value.stage == "preflight" and "apt-get install" in str(failed.value)
+    assert fakes.calls == []
+
+
+@pytest.mark.parametrize("name", ["Bob $mith", "50% Bob", "a_b {c} ~d ^e \\f *g* --h & #i [j]"])
+def test_names_with_markup_characters_build_and_validate(tmp_path: Path, name: str) -> None:
+    names = ("Alice Levi", name)
+    fakes = FakeStages(pages=pdf_naming(names))
+    result, _ = run_build(write_config(tmp_path, names=(names[0], name.replace("\\", "\\\\"))), fakes)
+    assert result.validation.ok, result.validation.format()
+
+
+def test_what_a_killed_build_left_is_cleared_under_the_lock(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    good, _ = run_build(config, FakeStages())
+    build_dir = tmp_path / "build"
+    leftovers = [
+        build_dir / "dist" / ".staging" / f".{STEM}.zip.x1y2.tmp",
+        build_dir / "report" / ".tex-abc123" / "report.tex",
+        build_dir / "report" / ".report.pdf.tmp-999",
+        build_dir / ".build.json.a1b2.tmp",
+        build_dir / "notebook" / ".hw3.ipynb.999.tmp",
+        build_dir / "theory" / "q1_checks.tex.tmp",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("half-written")
+    _, output = run_build(config, FakeStages())
+    assert not any(path.exists() for path in leftovers)
+    assert not (build_dir / "report" / ".tex-abc123").exists()
+    assert "leftover" in output
+
+
+def test_clean_keeps_the_lock_file(tmp_path: Path) -> None:
+    run_build(write_config(tmp_path), FakeStages())
+    assert clean(tmp_path / "build") is True
+    assert [p.name for p in (tmp_path / "build").iterdir()] == [".lock"]
 
 
 def test_invoke_lists_every_task_with_help() -> None:
@@ -302,9 +432,7 @@ def test_invoke_lists_every_task_with_help() -> None:
     assert all(len(line.split()) > 1 for line in listed.values())  # each has help text
 
 
-def _executed_without_training(
-    nb_path: Path, parameters: dict[str, Any], run_root: Path, *, force: bool = False
-):
+def _executed_without_training(nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any):
     """The rendered notebook marked as executed (counts, an output per printing cell) and a metrics.json
     in the documented schema: the real stages around execution run, no training does."""
     import matplotlib

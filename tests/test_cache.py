@@ -9,7 +9,8 @@ import nbformat
 import pytest
 from hw3build import cache, inline
 from hw3build.config import parse_config
-from hw3build.execute import ParameterError, execute_notebook, resolve_parameters
+from hw3build.execute import execute_notebook
+from hw3build.parameters import ParameterError, resolve_parameters
 from hw3build.render import render_notebook
 
 STUDENTS = [
@@ -30,7 +31,7 @@ def other_lr(lr: float) -> float:
 
 
 def key_of(nb: nbformat.NotebookNode, cfg, data=DATA, env=ENV, **overrides) -> str:
-    params = resolve_parameters(nb, {**cfg.notebook_parameters(), **overrides})
+    params = resolve_parameters(nb, {**cfg.run_parameters(), **overrides})
     return cache.cache_key(cache.key_inputs(nb, params, data, env))
 
 
@@ -124,11 +125,11 @@ def test_unknown_or_invalid_parameter_is_refused_before_running(rendered, tmp_pa
 
 
 def test_explain_difference_names_the_changed_inputs(rendered) -> None:
-    a = cache.key_inputs(rendered, resolve_parameters(rendered, config().notebook_parameters()), DATA, ENV)
+    a = cache.key_inputs(rendered, resolve_parameters(rendered, config().run_parameters()), DATA, ENV)
     lr = config().hparams.lr
     b = cache.key_inputs(
         rendered,
-        resolve_parameters(rendered, {**config().notebook_parameters(), "lr": other_lr(lr)}),
+        resolve_parameters(rendered, {**config().run_parameters(), "lr": other_lr(lr)}),
         DATA,
         ENV,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomllib
 from hw3.hparams import profile_defaults
-from hw3build.config import ConfigError, israeli_id_valid, load_config
+from hw3build.config import NAME_MAX_CHARS, ConfigError, israeli_id_valid, load_config, parse_config
 from submission_fixtures import ID1, ID2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,9 +71,13 @@ def test_overrides_apply_on_top_of_the_chosen_profile(tmp_path: Path) -> None:
 
 def test_parameters_for_the_notebook(tmp_path: Path) -> None:
     path = write_config(tmp_path, top='device = "cpu"\ndata_dir = "data/wt2"\n', hparams="epochs = 3")
-    params = load_config(path).notebook_parameters()
+    config = load_config(path)
+    params = config.run_parameters()
     assert params["profile"] == "full" and params["device"] == "cpu" and params["epochs"] == 3
-    assert params["data_dir"] == str(tmp_path.resolve() / "data" / "wt2")  # relative to the config file
+    assert config.data_dir == tmp_path.resolve() / "data" / "wt2"  # relative to the config file
+    assert (
+        params["data_dir"] is None
+    )  # the folder reaches the kernel as $HW3_DATA_DIR: no path in the notebook
     assert "out_dir" not in params
     assert set(params) == {"profile", "device", "data_dir", *profile_defaults("full").to_dict()}
 
@@ -198,3 +202,69 @@ def test_the_shipped_config_lists_the_tuned_defaults() -> None:
         assert value == expected, (
             f"submission.toml shows `# {key} = {value}` but the default is {expected!r}: update the comment"
         )
+
+
+# ------------------------------------------------------------------------------------ names as typed
+def _students(name: str) -> list[dict[str, str]]:
+    return [
+        {"name": name, "email": "alice@campus.technion.ac.il", "id": ID1},
+        {"name": "Bob Cohen", "email": "bob.c@campus.technion.ac.il", "id": ID2},
+    ]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["יוסי כהן", "נועה לוי-אברהם", "محمد علي", "Анна", "Łukasz Żółć", "O'Neil", "50% Bob", "[Bob]",
+     "$x$ & _ { } ~ ^ \\ * -- # <i>"],
+)  # fmt: skip
+def test_real_and_hostile_names_are_kept_as_typed(name: str) -> None:
+    assert parse_config({"students": _students(name)}).students[0].name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ('Alice\n%% code\nimport os; os.system("rm -rf ~")', "control character, U+000A"),
+        ("Alice\r\nBob", "control character, U+000D"),
+        ("Alice\tLevi", "control character, U+0009"),
+        ("Alice\x00", "control character, U+0000"),
+        ("Alice\u2028Levi", "line separator, U+2028"),
+        ("abc\u202edcba", "bidi control character (it reorders the text around it), U+202E"),
+        ("\u202aAlice", "bidi control character"),
+        ("Alice\u2066Levi\u2069", "U+2066"),
+        ("Alice\u200fLevi", "U+200F"),
+        ("Alice\ue000", "private-use character"),
+        ("Alice\u0378", "unassigned code point"),
+    ],
+)
+def test_names_with_control_or_bidi_characters_are_refused_naming_the_field(name: str, what: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"students": _students(name)})
+    message = str(refused.value)
+    assert "students[1].name" in message and what in message
+
+
+def test_names_from_the_toml_file_are_checked_too(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('name = "Alice Levi"', 'name = "Alice\\nimport os"'))
+    with pytest.raises(ConfigError, match=r"submission\.toml: students\[1\]\.name holds a control character"):
+        load_config(path)
+
+
+def test_overlong_names_are_refused_and_decomposed_accents_composed() -> None:
+    with pytest.raises(ConfigError, match=f"students\\[1\\].name has {NAME_MAX_CHARS + 1} characters"):
+        parse_config({"students": _students("A" * (NAME_MAX_CHARS + 1))})
+    assert parse_config({"students": _students("A" * NAME_MAX_CHARS)})
+    decomposed = "Z\u0307o\u0301\u0142c\u0301"  # "Żółć" typed with combining accents
+    assert parse_config({"students": _students(decomposed)}).students[0].name == "Żółć"
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["alice@campus.technion.ac.il\nx", "al ice@campus.technion.ac.il", "alice@campus.technion.ac.il.evil"],
+)
+def test_emails_keep_their_strict_check(email: str) -> None:
+    students = _students("Alice")
+    students[0]["email"] = email
+    with pytest.raises(ConfigError, match="campus"):
+        parse_config({"students": students})

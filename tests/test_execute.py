@@ -1,4 +1,5 @@
-"""hw3build.execute: papermill runs with a real kernel; success is read from the notebook; cache hits skip."""
+"""hw3build.execute: papermill runs with a real kernel; success is read from the notebook; cache hits skip;
+the cell that stopped a run (error, timeout, dead kernel) is the one named; damaged cache entries re-run."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ from pathlib import Path
 import nbformat
 import papermill
 import pytest
+from hw3build import runs
 from hw3build.execute import (
+    SHIPPED_NAME,
     ExecutionFailed,
     ParameterError,
     execute_notebook,
     explain_miss,
-    find_failure,
     restitch_markdown,
 )
+from hw3build.failures import find_failure
+from hw3build.manifest import MANIFEST_NAME, manifest_problem
 from hw3build.render import KERNELSPEC, LANGUAGE_INFO
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 FAST = {"progress_bar": False, "log_output": False}
 
 
-def synthetic_notebook(path: Path, task2_code: str = "y = x * 2", intro: str = "A tiny notebook.") -> Path:
+def synthetic_notebook(
+    path: Path, task2_code: str = "y = x * 2", intro: str = "A tiny notebook.", task2_tags: tuple = ()
+) -> Path:
     """Parameters, two tasks, and a last cell that writes metrics.json into out_dir (as the real one does)."""
     nb = new_notebook(metadata={"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)})
     parameters = new_code_cell("x = 1\nout_dir = 'outputs'")
@@ -39,6 +45,8 @@ def synthetic_notebook(path: Path, task2_code: str = "y = x * 2", intro: str = "
             "json.dump({'x': x, 'y': y}, open(os.path.join(out_dir, 'metrics.json'), 'w'))"
         ),
     ]
+    if task2_tags:
+        nb.cells[5].metadata["tags"] = list(task2_tags)
     nbformat.write(nb, path)
     return path
 
@@ -116,12 +124,48 @@ def test_failing_cell_names_task_and_cell_and_keeps_partial_and_good_runs(tmp_pa
     assert sorted(p.name for p in run.iterdir() if not p.name.startswith("failed-")) == [good.key]
 
 
-def test_cell_timeout_is_a_failure(tmp_path: Path) -> None:
-    slow = synthetic_notebook(tmp_path / "slow.ipynb", task2_code="import time\ntime.sleep(60)\ny = 1")
+SLEEPY = "import time\ntime.sleep(60)\ny = 1"
+SUICIDE = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\ny = 1"
+
+
+def _task2_index(nb: nbformat.NotebookNode) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "y = " in c.source)
+
+
+def test_cell_timeout_names_the_cell_that_ran_too_long(tmp_path: Path) -> None:
+    slow = synthetic_notebook(tmp_path / "slow.ipynb", task2_code=SLEEPY)
     with pytest.raises(ExecutionFailed, match="Task 2 - Preparing") as info:
         execute_notebook(slow, {}, tmp_path / "run", cell_timeout=2, **FAST)
-    assert "import time" in str(info.value)
-    assert info.value.partial_path is not None and info.value.partial_path.is_file()
+    message = str(info.value)
+    assert "'import time'" in message and "CellTimeoutError" in message and "limit of 2 s" in message
+    assert "--cell-timeout" in message  # the fix
+    partial = nbformat.read(info.value.partial_path, as_version=4)
+    assert info.value.cell_index == _task2_index(partial)
+    assert find_failure(partial).cell_index == info.value.cell_index  # the saved notebook says so too
+
+
+def test_dead_kernel_names_the_cell_that_was_running(tmp_path: Path) -> None:
+    # papermill marks the dying cell "completed": the first cell without a count is the next one, which
+    # never ran. The message must name the cell whose kernel died, and its task.
+    nb = synthetic_notebook(tmp_path / "dies.ipynb", task2_code=SUICIDE)
+    with pytest.raises(ExecutionFailed) as info:
+        execute_notebook(nb, {}, tmp_path / "run", **FAST)
+    message = str(info.value)
+    assert "'import os, signal'" in message and "DeadKernelError" in message, message
+    assert "Task 2 - Preparing" in message and "out of memory" in message
+    partial = nbformat.read(info.value.partial_path, as_version=4)
+    assert info.value.cell_index == _task2_index(partial)
+    assert info.value.task.startswith("Task 2 - Preparing")
+
+
+def test_training_cells_get_the_long_time_limit(tmp_path: Path) -> None:
+    nap = "import time\ntime.sleep(3)\ny = 1"
+    tagged = synthetic_notebook(tmp_path / "tagged.ipynb", task2_code=nap, task2_tags=("training",))
+    result = execute_notebook(tagged, {}, tmp_path / "run", cell_timeout=1, training_timeout=60, **FAST)
+    assert not result.cache_hit
+    untagged = synthetic_notebook(tmp_path / "untagged.ipynb", task2_code=nap + "  # untagged")
+    with pytest.raises(ExecutionFailed, match="CellTimeoutError"):
+        execute_notebook(untagged, {}, tmp_path / "run", cell_timeout=1, training_timeout=60, **FAST)
 
 
 def test_missing_metrics_is_a_failure(tmp_path: Path) -> None:
@@ -143,12 +187,28 @@ def test_find_failure_reads_unrun_and_interrupted_cells(tmp_path: Path) -> None:
     for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
         cell.execution_count = number + 1
     assert find_failure(nb) is None
-    nb.cells[5].execution_count = None  # a cell that never ran (e.g. after a dead kernel)
+    nb.cells[5].execution_count = None  # a cell that never ran, with no papermill record of the run
     failure = find_failure(nb)
     assert failure is not None and failure.cell_index == 5 and failure.task.startswith("Task 2 - Preparing")
     nb.cells[5].execution_count = 9
     nb.cells[3].metadata["papermill"] = {"status": "running"}
     assert find_failure(nb).cell_index == 3
+
+
+def test_find_failure_after_a_dead_kernel_names_the_cell_that_was_running(tmp_path: Path) -> None:
+    # As papermill leaves it when the kernel dies in cell 5: cell 5 "completed" with a count, cell 6 never
+    # started. Without the engine's marker, the cell named is the last one that started, not cell 6.
+    nb = nbformat.read(synthetic_notebook(tmp_path / "nb.ipynb"), as_version=4)
+    for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        started = "2024-01-01T00:00:00" if cell is not nb.cells[6] else None
+        cell.metadata["papermill"] = {"status": "completed" if started else "pending", "start_time": started}
+        cell.execution_count = number + 1 if started else None
+    failure = find_failure(nb)
+    assert failure is not None and failure.cell_index == 5 and "stopped during this cell" in failure.reason
+    nb.cells[5].outputs = [
+        new_output("error", ename="DeadKernelError", evalue="the kernel died", traceback=[])
+    ]
+    assert find_failure(nb).reason == "DeadKernelError: the kernel died"
 
 
 def test_restitch_refuses_mismatched_code(tmp_path: Path) -> None:
@@ -170,7 +230,7 @@ def test_real_notebook_runs_with_the_quick_profile(real_data_dir: Path, tmp_path
     ]
     cfg = parse_config({"profile": "quick", "students": students, "data_dir": str(real_data_dir)})
     nb_path = render_notebook(cfg, tmp_path / "hw3.ipynb")
-    result = execute_notebook(nb_path, cfg.notebook_parameters(), tmp_path / "run", **FAST)
+    result = execute_notebook(nb_path, cfg.run_parameters(), tmp_path / "run", data_dir=real_data_dir, **FAST)
 
     executed = nbformat.read(result.executed_path, as_version=4)
     assert find_failure(executed) is None
@@ -211,3 +271,79 @@ def test_restitch_keeps_the_executed_parameters_cell(tmp_path: Path) -> None:
     result = restitch_markdown(executed, rendered)
     kept = next(c for c in result.cells if "parameters" in c.metadata.get("tags", []))
     assert "other defaults" not in kept.source
+
+
+# ------------------------------------------------------------------------------ cache entry integrity
+def test_a_truncated_cache_entry_is_reported_and_run_again(tmp_path: Path, caplog) -> None:
+    nb = synthetic_notebook(tmp_path / "nb.ipynb")
+    first = execute_notebook(nb, {"x": 2}, tmp_path / "run", **FAST)
+    assert (first.out_dir / MANIFEST_NAME).is_file() and manifest_problem(first.out_dir) is None
+    metrics = first.out_dir / "metrics.json"
+    metrics.write_bytes(metrics.read_bytes()[:5])  # as after a crash mid-write, or a full disk
+    with caplog.at_level("WARNING", logger="hw3build.execute"):
+        again = execute_notebook(nb, {"x": 2}, tmp_path / "run", **FAST)
+    assert not again.cache_hit and again.key == first.key
+    assert json.loads(again.metrics_path.read_text()) == {"x": 2, "y": 4}
+    damaged = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(damaged) == 1 and "metrics.json" in damaged[0] and "\n" not in damaged[0]
+
+
+def test_an_edited_or_unfinished_cache_entry_is_never_trusted(tmp_path: Path) -> None:
+    nb = synthetic_notebook(tmp_path / "nb.ipynb")
+    first = execute_notebook(nb, {"x": 2}, tmp_path / "run", **FAST)
+    executed = first.out_dir / "executed.ipynb"
+    executed.write_text(executed.read_text().replace("x is 2", "x is 7"))  # same size, other bytes
+    assert "executed.ipynb" in manifest_problem(first.out_dir)
+    assert not execute_notebook(nb, {"x": 2}, tmp_path / "run", **FAST).cache_hit
+    (first.out_dir / MANIFEST_NAME).unlink()  # a run that never wrote its manifest
+    assert not execute_notebook(nb, {"x": 2}, tmp_path / "run", **FAST).cache_hit
+    assert execute_notebook(nb, {"x": 2}, tmp_path / "run", **FAST).cache_hit
+
+
+def test_the_shipped_notebook_is_rewritten_beside_an_untouched_run(tmp_path: Path) -> None:
+    first = execute_notebook(synthetic_notebook(tmp_path / "a.ipynb"), {"x": 2}, tmp_path / "run", **FAST)
+    assert first.executed_path == first.out_dir / SHIPPED_NAME
+    edited = synthetic_notebook(tmp_path / "b.ipynb", intro="New prose.")
+    hit = execute_notebook(edited, {"x": 2}, tmp_path / "run", **FAST)
+    assert hit.cache_hit and manifest_problem(hit.out_dir) is None  # the entry itself never changes
+    assert "New prose." in nbformat.read(hit.executed_path, as_version=4).cells[0].source
+    for path in (hit.executed_path, hit.out_dir / "executed.ipynb"):
+        text = path.read_text()
+        assert str(tmp_path) not in text and "input_path" not in text and "output_path" not in text
+
+
+# ---------------------------------------------------------------------------------- killed builds
+def _finished_run(tmp_path: Path) -> tuple[Path, str]:
+    result = execute_notebook(synthetic_notebook(tmp_path / "nb.ipynb"), {"x": 2}, tmp_path / "run", **FAST)
+    return result.out_dir.parent, result.key
+
+
+def test_a_finished_run_caught_between_its_two_renames_is_recovered(tmp_path: Path) -> None:
+    run_root, key = _finished_run(tmp_path)
+    # publish() moved the old run away and was killed before moving the new one in
+    (run_root / key).rename(run_root / f".tmp-{key}-4242")
+    (run_root / f".old-{key}-4242").mkdir()
+    (run_root / f".old-{key}-4242" / "executed.ipynb").write_text("{}")
+    notes = runs.recover(run_root)
+    assert sorted(p.name for p in run_root.iterdir()) == [key]
+    assert runs.run_problem(run_root / key) is None and any("recovered" in n for n in notes)
+    hit = execute_notebook(synthetic_notebook(tmp_path / "nb.ipynb"), {"x": 2}, run_root, **FAST)
+    assert hit.cache_hit
+
+
+def test_the_old_run_is_put_back_when_the_new_one_never_finished(tmp_path: Path) -> None:
+    run_root, key = _finished_run(tmp_path)
+    (run_root / key).rename(run_root / f".old-{key}-77")
+    (run_root / f".tmp-{key}-77").mkdir()  # a run killed while executing: no manifest
+    (run_root / f".tmp-{key}-77" / "executed.ipynb").write_text("{")
+    runs.recover(run_root)
+    assert sorted(p.name for p in run_root.iterdir()) == [key] and runs.run_problem(run_root / key) is None
+
+
+def test_leftover_temporary_files_are_removed(tmp_path: Path) -> None:
+    run_root, key = _finished_run(tmp_path)
+    (run_root / key / ".submission.ipynb.abc123.tmp").write_text("half")
+    (run_root / ".tmp-0123456789abcdef-99").mkdir()
+    runs.recover(run_root)
+    assert sorted(p.name for p in run_root.iterdir()) == [key]
+    assert not list((run_root / key).glob(".*.tmp"))

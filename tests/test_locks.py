@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import re
 from pathlib import Path
 
 import pytest
 from hw3build.build import clean
-from hw3build.locks import BUILD_LOCK_NAME, LockBusy, build_lock, exclusive_lock
+from hw3build.locks import BUILD_LOCK_NAME, LockBusy, build_lock, build_lock_for, exclusive_lock
 from submission_fixtures import lock_held_elsewhere
 
 
@@ -51,5 +53,56 @@ def test_clean_refuses_while_a_build_holds_the_lock(tmp_path: Path) -> None:
             clean(build_dir)
         assert (build_dir / "dist" / "a.zip").read_bytes() == b"zip"
     assert clean(build_dir) is True
-    assert not build_dir.exists()
+    assert [p.name for p in build_dir.iterdir()] == [BUILD_LOCK_NAME]
     assert clean(build_dir) is False
+
+
+def test_clean_keeps_the_lock_file_a_waiting_build_holds(tmp_path: Path) -> None:
+    # A build waiting for the lock has the lock file open. If clean unlinked it, that build would lock the
+    # deleted file while the next build created and locked a new one: two builds at once.
+    build_dir = tmp_path / "build"
+    with build_lock(build_dir, timeout=0):
+        (build_dir / "run").mkdir()
+    waiting = open(build_dir / BUILD_LOCK_NAME, "a")  # noqa: SIM115 - held across clean() on purpose
+    try:
+        clean(build_dir)
+        fcntl.flock(waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the waiting build gets the lock ...
+        with pytest.raises(LockBusy):
+            with build_lock(build_dir, timeout=0):  # ... and a new build must then be refused
+                pytest.fail("two builds hold the build lock at once")
+    finally:
+        waiting.close()
+
+
+def test_a_report_run_by_hand_takes_the_build_lock(tmp_path: Path, monkeypatch, capsys) -> None:
+    from hw3build import report
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "build").mkdir()
+    with lock_held_elsewhere(tmp_path / "build"):
+        with pytest.raises(LockBusy):
+            with build_lock_for("build/report/report.pdf", timeout=0):
+                pass
+        monkeypatch.setattr(report, "build_report", lambda *a, **k: pytest.fail("wrote while locked"))
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "metrics.json").write_text("{}")
+        repo = Path(__file__).resolve().parents[1]
+        code = report.main(["run", "--config", str(repo / "submission.toml")])
+    assert code == 1 and "held by another process" in capsys.readouterr().err
+    with build_lock_for(tmp_path / "elsewhere" / "report.pdf", timeout=0) as held:
+        assert held is None  # outside build/: nothing to lock
+
+
+def test_invoke_theory_takes_the_build_lock(monkeypatch) -> None:
+    from invoke import Exit, MockContext, Result
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    import tasks
+
+    out = str(tasks.BUILD_DIR / "theory")
+    with lock_held_elsewhere(tasks.BUILD_DIR) as holder:
+        with pytest.raises(Exit) as refused:
+            tasks.theory(MockContext(run=Result("")), out=out)
+    assert f"pid {holder.pid}" in str(refused.value.message)
+    context = MockContext(run={re.compile(".*hw3build.theory.*"): Result("ok")})
+    tasks.theory(context, out=out)  # free again: it runs

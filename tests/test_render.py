@@ -8,6 +8,7 @@ import nbformat
 import pytest
 from hw3build.config import parse_config
 from hw3build.inline import NotSelfContained
+from hw3build.literal import markdown_literal
 from hw3build.nbtex import CODE_COLUMNS, display_width
 from hw3build.render import (
     SUPPORT_TAG,
@@ -72,7 +73,8 @@ def test_no_empty_code_cells(notebook) -> None:
 def test_students_and_every_task_heading(notebook) -> None:
     markdown = "\n".join(c.source for c in notebook.cells if c.cell_type == "markdown")
     for student in REAL_STUDENTS:
-        assert f"|{student['name']}|{student['email']}|{student['id']}|" in markdown
+        name, email = markdown_literal(student["name"]), markdown_literal(student["email"])
+        assert f"|{name}|{email}|{student['id']}|" in markdown  # as typed: Markdown-escaped
     assert "PLACEHOLDER" not in markdown
     headings = [line.lstrip("#").strip() for line in markdown.splitlines() if line.startswith("#")]
     for heading in TASK_HEADINGS:

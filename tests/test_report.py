@@ -285,7 +285,6 @@ def make_inputs(folder: Path, profile: str, placeholders: bool = True) -> dict:
     metrics = make_metrics(profile)
     record = collect_record(
         config,
-        timings={"render": 0.4, "execute": 230.0},
         metrics=metrics,
         execution={"key": "f" * 64, "cache_hit": False},
     )

@@ -44,6 +44,11 @@ MIRRORS = [
 # wikitext.smerity.com rejects Python's default user agent.
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) hw3-wikitext-fetch/1.0"
 
+# Caps on what a mirror can make us store and hash: the published zip is 4.5 MB and its largest
+# member (wiki.train.tokens) 10.8 MB; room to spare, but a bad mirror cannot fill the disk.
+MAX_DOWNLOAD_BYTES = 32 * 1024 * 1024
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
+
 
 class DataError(RuntimeError):
     """The data could not be found, fetched or verified; the message says what to do."""
@@ -88,12 +93,43 @@ def default_cache_dir() -> Path:
 
 def _cache_lock(folder: Path):
     """A cross-process lock so two builds never extract into the cache at once."""
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         import portalocker
     except ImportError:  # e.g. the notebook on Colab: a single process uses its cache
         return contextlib.nullcontext()
-    folder.mkdir(parents=True, exist_ok=True)
     return portalocker.Lock(str(folder / ".lock"), mode="a", timeout=900, fail_when_locked=False)
+
+
+class CappedWriter:
+    """A binary file wrapper that refuses to hold more than ``limit`` bytes (DataError)."""
+
+    def __init__(self, raw, limit: int, what: str) -> None:
+        self.raw, self.limit, self.what, self.written = raw, limit, what, 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        if self.written > self.limit:
+            raise DataError(f"{self.what} is larger than {self.limit:,} bytes: refused")
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+class CappedDownloader:
+    """pooch's HTTP downloader, stopping a transfer past ``MAX_DOWNLOAD_BYTES``."""
+
+    def __init__(self, limit: int, **kwargs) -> None:
+        self.limit = limit
+        self.http = pooch.HTTPDownloader(**kwargs)
+
+    def __call__(self, url: str, output_file, pooch_obj, check_only: bool = False):
+        if check_only:
+            return self.http(url, output_file, pooch_obj, check_only=True)
+        with open(output_file, "w+b") as raw:
+            capped = CappedWriter(raw, self.limit, f"the download from {url}")
+            return self.http(url, capped, pooch_obj)
 
 
 def _safe_member_target(root: Path, member: str) -> Path:
@@ -122,7 +158,8 @@ def extract_wikitext(archive: str | Path, dest: str | Path) -> Path:
                 if not found:
                     raise DataError(f"archive {archive} has no member named {name}")
                 with zf.open(found[0]) as src, open(dest / name, "wb") as out:
-                    shutil.copyfileobj(src, out)
+                    capped = CappedWriter(out, MAX_MEMBER_BYTES, f"archive member {found[0]}")
+                    shutil.copyfileobj(src, capped)
     except zipfile.BadZipFile as exc:
         raise DataError(
             f"archive {archive} is not a valid zip file ({exc}): corrupted or truncated"
@@ -139,12 +176,16 @@ def download_wikitext2(
         urls if urls is not None else (os.environ.get("HW3_WIKITEXT_URLS", "").split() or MIRRORS)
     )
     target = cache_dir / "wikitext-2"
+    cache_dir.mkdir(parents=True, exist_ok=True)
     errors = []
     for url in urls:
         staging = Path(tempfile.mkdtemp(prefix="wikitext-", dir=cache_dir))
         try:
-            downloader = pooch.HTTPDownloader(
-                progressbar=progressbar, headers={"User-Agent": USER_AGENT}, timeout=60
+            downloader = CappedDownloader(
+                MAX_DOWNLOAD_BYTES,
+                progressbar=progressbar,
+                headers={"User-Agent": USER_AGENT},
+                timeout=60,
             )
             archive = pooch.retrieve(
                 url, known_hash=None, fname="wikitext-2-v1.zip", path=staging, downloader=downloader

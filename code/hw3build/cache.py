@@ -46,7 +46,7 @@ def code_sources(nb: nbformat.NotebookNode) -> list[str]:
     return sources
 
 
-def data_fingerprint(folder: Path) -> dict[str, str]:
+def data_file_hashes(folder: Path) -> dict[str, str]:
     """sha256 of each WikiText-2 file in ``folder`` (a missing file is an error: the run would fail)."""
     folder = Path(folder)
     missing = [name for name in DATA_FILES if not (folder / name).is_file()]

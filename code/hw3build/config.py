@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hw3.hparams import PROFILES, HParams, profile_defaults
+
+from hw3build.assignment import submission_stem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +28,21 @@ else:  # pragma: no cover - Python 3.10
 DEVICES = ("auto", "cpu", "cuda")
 TOP_LEVEL_KEYS = ("profile", "device", "data_dir", "students", "hparams")
 STUDENT_KEYS = ("name", "email", "id")
-CAMPUS_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@campus\.technion\.ac\.il$")
+CAMPUS_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@campus\.technion\.ac\.il")
+NAME_MAX_CHARS = 80
+# Characters a name never needs and that can do harm: line and paragraph breaks (a newline in a name once
+# added a code cell to the notebook), the bidi controls that reorder what follows them on screen (Trojan
+# Source), and code points that print nothing. Names are NFC-normalised first, so a decomposed accent
+# (as macOS may type it) prints as one glyph.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+REFUSED_CATEGORIES = {
+    "Cc": "a control character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Cs": "a lone surrogate",
+    "Co": "a private-use character (no font has it)",
+    "Cn": "an unassigned code point",
+}
 
 # The assignment's "Students Information" table, which a fresh clone ships with.
 PLACEHOLDER_NAMES = frozenset({"Student 1", "Student 2"})
@@ -98,17 +115,13 @@ class SubmissionConfig:
     @property
     def submission_name(self) -> str:
         """``ece046211_hw3_<id1>_<id2>``: the stem of the zip and of both files inside it."""
-        return f"ece046211_hw3_{self.students[0].id}_{self.students[1].id}"
+        return submission_stem(*self.ids)
 
-    def notebook_parameters(self) -> dict[str, Any]:
-        """The papermill parameters the config decides (``out_dir`` is added by the execution stage,
-        which knows the run folder)."""
-        return {
-            "profile": self.profile,
-            "data_dir": None if self.data_dir is None else str(self.data_dir),
-            "device": self.device,
-            **self.hparams.to_dict(),
-        }
+    def run_parameters(self) -> dict[str, Any]:
+        """The notebook parameters the config decides. ``data_dir`` is always None here: the build gives
+        the kernel the data folder as ``$HW3_DATA_DIR``, so no local path is written into the notebook;
+        ``out_dir`` is chosen by the execution stage (the run folder)."""
+        return {"profile": self.profile, "data_dir": None, "device": self.device, **self.hparams.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable view (for build/build.json)."""
@@ -227,9 +240,8 @@ def _parse_students(value: Any, where: str) -> tuple[Student, Student]:
         if missing:
             raise ConfigError(f"{where}: {key} is missing {missing}")
         name, email, id_number = entry["name"], entry["email"], entry["id"]
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}: {key}.name must be a non-empty string")
-        if not isinstance(email, str) or not CAMPUS_EMAIL.match(email.strip()):
+        name = check_name(name, f"{where}: {key}.name")
+        if not isinstance(email, str) or not CAMPUS_EMAIL.fullmatch(email.strip()):
             raise ConfigError(
                 f"{where}: {key}.email={email!r} is not a campus address (expected <user>@campus.technion.ac.il)"
             )
@@ -246,7 +258,33 @@ def _parse_students(value: Any, where: str) -> tuple[Student, Student]:
         # The placeholders fail the check digit; they are flagged (warning), not refused, so a clone builds.
         if id_number not in PLACEHOLDER_IDS and not israeli_id_valid(id_number):
             raise ConfigError(f"{where}: {key}.id={id_number!r} fails the Israeli ID check digit: a typo?")
-        students.append(Student(name=name.strip(), email=email.strip(), id=id_number))
+        students.append(Student(name=name, email=email.strip(), id=id_number))
     if students[0].id == students[1].id:
         raise ConfigError(f"{where}: the two students have the same id {students[0].id!r}")
     return students[0], students[1]
+
+
+def check_name(value: Any, where: str) -> str:
+    """A student's name, NFC-normalised and stripped; :class:`ConfigError` (naming ``where``) for a value
+    that is not a name: empty, over ``NAME_MAX_CHARS``, or holding a refused character."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where} must be a non-empty string")
+    name = unicodedata.normalize("NFC", value).strip()
+    for position, char in enumerate(name, start=1):
+        category = unicodedata.category(char)
+        if char in BIDI_CONTROLS:
+            what = "a bidi control character (it reorders the text around it)"
+        elif category in REFUSED_CATEGORIES:
+            what = REFUSED_CATEGORIES[category]
+        else:
+            continue
+        label = unicodedata.name(char, "")
+        raise ConfigError(
+            f"{where} holds {what}, U+{ord(char):04X}{f' {label}' if label else ''}, at character "
+            f"{position}: write the name on one line, as it should print"
+        )
+    if len(name) > NAME_MAX_CHARS:
+        raise ConfigError(
+            f"{where} has {len(name)} characters; at most {NAME_MAX_CHARS} (it prints on the cover)"
+        )
+    return name

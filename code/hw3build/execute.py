@@ -1,24 +1,24 @@
 """Run the rendered notebook with papermill, cached by everything that affects the run.
 
-``execute_notebook(nb_path, parameters, run_root)``:
-  1. reads the notebook's ``parameters`` cell, refuses parameter names it does not define (papermill would
-     only warn), and normalises the values (hyper-parameters through ``HParams``, so ``lr=5`` == ``lr=5.0``);
-  2. computes the cache key (:mod:`hw3build.cache`); if ``run_root/<key>/`` holds a successful run, returns
-     it at once (``cache_hit=True``) after re-stitching the current markdown into the cached notebook;
-  3. otherwise executes into ``run_root/.tmp-<key>-<pid>/`` (the notebook's working directory, with
-     ``out_dir="."``, so metrics.json and figures/ land there and no local path leaks into the notebook),
-     decides success from the executed notebook itself (not from papermill's return), and renames the folder
-     to ``run_root/<key>/``. A failed run is moved to ``run_root/failed-<key>/`` and raises
-     :class:`ExecutionFailed` naming the task and the cell; earlier good runs are never touched.
+``execute_notebook(nb_path, parameters, run_root)``, in order:
+  1. **plan**: resolve the parameters (:mod:`hw3build.parameters`), find and verify the data, compute the
+     cache key (:mod:`hw3build.cache`);
+  2. **recover**: clean up after killed builds (:func:`hw3build.runs.recover`);
+  3. **reuse** ``run_root/<key>/`` when its manifest and notebook say it is a finished, intact, successful
+     run (a damaged entry is reported in one line and run again, never trusted);
+  4. otherwise **run**: papermill executes into ``run_root/.tmp-<key>-<pid>/`` (the kernel's working
+     directory, ``out_dir="."``) with per-cell time limits (:mod:`hw3build.engine`); success is read from
+     the notebook itself; a successful run gets its manifest and is renamed into place, a failed one is
+     kept as ``failed-<key>/`` and :class:`ExecutionFailed` names the cell that stopped it and its task;
+  5. **ship**: the notebook that goes into the zip, ``<run>/submission.ipynb``: the run's code cells and
+     outputs with the current rendered markdown (so a hit carries today's names and prose), with no local
+     path of this machine in it.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -29,16 +29,34 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+from hw3.files import write_atomic, write_json_atomic
 
-from hw3build import cache
+from hw3build import cache, runs
+from hw3build.engine import ENGINE_NAME, timeout_by_tag
+from hw3build.failpoints import failpoint
+from hw3build.failures import (
+    DEAD_KERNEL_ERROR,
+    PAPERMILL_ERROR_TAG,
+    TIMEOUT_ERROR,
+    Failure,
+    describe_failure,
+    find_failure,
+    tags,
+)
+from hw3build.manifest import write_manifest
+from hw3build.parameters import ParameterError, resolve_parameters
+from hw3build.runs import EXECUTED_NAME, METRICS_NAME
+
+__all__ = ["ExecutionFailed", "ExecutionResult", "ParameterError", "execute_notebook", "restitch_markdown"]
 
 log = logging.getLogger("hw3build.execute")
 
 KERNEL_NAME = "python3"
-EXECUTED_NAME = "executed.ipynb"
-METRICS_NAME = "metrics.json"
 KEY_INPUTS_NAME = "key_inputs.json"
-PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
+SHIPPED_NAME = "submission.ipynb"
+DATA_ENV = "HW3_DATA_DIR"
+# papermill records where it read and wrote the notebook: paths of this machine, never shipped.
+PAPERMILL_PATH_KEYS = ("input_path", "output_path")
 
 
 class ExecutionFailed(RuntimeError):
@@ -58,157 +76,294 @@ class ExecutionFailed(RuntimeError):
         self.task = task
 
 
-class ParameterError(ValueError):
-    """A parameter the notebook does not define, or a value it cannot take."""
+@dataclass(frozen=True)
+class ExecutionResult:
+    executed_path: Path  # the shipped notebook (current markdown, no local paths)
+    metrics_path: Path
+    out_dir: Path  # the run folder
+    cache_hit: bool
+    seconds: float
+    key: str
+    data_dir: Path | None = None  # the verified WikiText-2 folder the run read (None: no data parameter)
 
 
 @dataclass(frozen=True)
-class ExecutionResult:
-    executed_path: Path
-    metrics_path: Path
-    out_dir: Path
-    cache_hit: bool
-    seconds: float
+class RunPlan:
+    """What a run will compute and where its data is: the effective parameters and the cache key."""
+
+    parameters: dict[str, Any]
+    data_dir: Path | None
+    inputs: dict[str, Any]
     key: str
 
 
 @dataclass(frozen=True)
-class Failure:
-    """Where a run stopped: the cell (index among all cells), its first line, the task it belongs to."""
-
-    cell_index: int
-    first_line: str
-    task: str
-    reason: str
-
-
-# --------------------------------------------------------------------------------------------- parameters
-def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    cells = [cell for cell in nb.cells if cache.is_parameters_cell(cell)]
-    if len(cells) != 1:
-        raise ParameterError(
-            f"the notebook must have exactly one cell tagged 'parameters', found {len(cells)}"
-        )
-    return cells[0]
+class RunOptions:
+    progress_bar: bool = True
+    log_output: bool = True
+    cell_timeout: int | None = None  # seconds for a cell not tagged ``training`` (None: no limit)
+    training_timeout: int | None = None  # seconds for a cell tagged ``training``
+    require_metrics: bool = True
+    kernel_name: str = KERNEL_NAME
 
 
-def default_parameters(nb: nbformat.NotebookNode) -> dict[str, Any]:
-    """The ``name = literal`` assignments of the ``parameters`` cell, evaluated safely."""
-    source = parameters_cell(nb).source
-    defaults: dict[str, Any] = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            value = node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            value = node.value
-        else:
-            raise ParameterError(
-                f"the parameters cell may only hold 'name = literal' lines, not:\n{ast.unparse(node)}"
-            )
-        name = node.targets[0].id if isinstance(node, ast.Assign) else node.target.id
-        try:
-            defaults[name] = ast.literal_eval(value)
-        except ValueError:
-            raise ParameterError(f"parameter {name} = {ast.unparse(value)} is not a literal") from None
-    return defaults
+def execute_notebook(
+    nb_path: Path,
+    parameters: dict[str, Any],
+    run_root: Path,
+    *,
+    data_dir: str | Path | None = None,
+    force: bool = False,
+    progress_bar: bool = True,
+    log_output: bool = True,
+    cell_timeout: int | None = None,
+    training_timeout: int | None = None,
+    require_metrics: bool = True,
+    kernel_name: str = KERNEL_NAME,
+    on_key: Callable[[str, dict[str, Any]], None] | None = None,
+) -> ExecutionResult:
+    """Execute ``nb_path`` with ``parameters`` (see the module docstring); cached under ``run_root``.
 
-
-def resolve_parameters(nb: nbformat.NotebookNode, given: dict[str, Any]) -> dict[str, Any]:
-    """The effective, typed parameters: the cell's defaults overridden by ``given``.
-
-    Unknown names are refused. Hyper-parameters (fields of ``hw3.hparams.HParams`` that the cell defines)
-    are validated and normalised by ``HParams`` so equal values hash equally whatever their Python type.
+    ``data_dir``: the WikiText-2 folder (None: ``$HW3_DATA_DIR``, the cache, or a download), given to the
+    kernel as ``HW3_DATA_DIR``, for notebooks with a ``data_dir`` parameter. ``force`` re-runs even on a
+    hit (the old run is replaced only once the new one succeeded). ``cell_timeout`` / ``training_timeout``:
+    seconds a cell may run (cells tagged ``training`` get the second). ``require_metrics``: a run that
+    writes no ``metrics.json`` is a failure.
     """
-    defaults = default_parameters(nb)
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ParameterError(
-            f"unknown notebook parameter(s) {unknown}; the parameters cell defines {sorted(defaults)}"
-        )
-    effective = {**defaults, **given}
-    from hw3.hparams import HParams
+    started = time.monotonic()
+    nb_path, run_root = Path(nb_path), Path(run_root)
+    options = RunOptions(
+        progress_bar, log_output, cell_timeout, training_timeout, require_metrics, kernel_name
+    )
+    rendered = nbformat.read(nb_path, as_version=4)
+    plan = plan_run(rendered, parameters, data_dir)
+    if on_key is not None:
+        on_key(plan.key, plan.inputs)
+    _setup_logging()
+    run_root.mkdir(parents=True, exist_ok=True)
+    for note in runs.recover(run_root):
+        log.info("%s", note)
 
-    fields = {f.name for f in dataclasses.fields(HParams)}
-    if fields <= set(effective):
-        try:
-            hparams = HParams.from_dict({name: effective[name] for name in fields})
-        except ValueError as exc:
-            raise ParameterError(str(exc)) from None
-        effective.update(hparams.to_dict())
-    if "device" in effective and effective["device"] not in ("auto", "cpu", "cuda"):
-        raise ParameterError(f"device={effective['device']!r}; choose one of ['auto', 'cpu', 'cuda']")
+    final = run_root / plan.key
+    problem = runs.run_problem(final, require_metrics)
+    hit = problem is None and not force
+    if hit:
+        log.info("cache hit: %s", final)
+    else:
+        if final.exists() and problem is not None:
+            log.warning("the cached run %s is damaged (%s): running it again", final.name, problem)
+        _explain_miss(run_root, plan.inputs)
+        _run(nb_path, plan, run_root, options)
+    shipped = ship_notebook(final, rendered)
+    return ExecutionResult(
+        shipped, final / METRICS_NAME, final, hit, time.monotonic() - started, plan.key, plan.data_dir
+    )
+
+
+# ------------------------------------------------------------------------------------------------ plan
+def plan_run(
+    rendered: nbformat.NotebookNode, parameters: dict[str, Any], data_dir: str | Path | None
+) -> RunPlan:
+    """The effective parameters (``out_dir`` is the run folder, ``"."``), the data folder and the key."""
+    if "out_dir" in parameters:
+        raise ParameterError("out_dir is chosen by execute_notebook (the run folder); do not pass it")
+    if parameters.get("data_dir") is not None:
+        raise ParameterError(
+            "pass the data folder as execute_notebook(data_dir=...): it reaches the kernel as "
+            f"${DATA_ENV}, so the notebook holds no local path"
+        )
+    effective = resolve_parameters(rendered, parameters)
+    if "out_dir" in effective:
+        effective["out_dir"] = "."  # the run folder is the kernel's working directory
+    folder, data = None, None
+    if "data_dir" in effective:
+        from hw3.download import wikitext2_dir
+
+        folder = Path(wikitext2_dir(data_dir)).resolve()  # verified against the published hashes
+        data = cache.data_file_hashes(folder)
+    inputs = cache.key_inputs(
+        rendered, effective, data, cache.environment_fingerprint(effective.get("device", "auto"))
+    )
+    return RunPlan(effective, folder, inputs, cache.cache_key(inputs))
+
+
+def _explain_miss(run_root: Path, inputs: dict[str, Any]) -> None:
+    reasons = explain_miss(run_root, inputs)
+    if reasons:
+        log.info("no cached run for these inputs; the latest run differs in: %s", "; ".join(reasons))
+
+
+def explain_miss(run_root: Path, inputs: dict[str, Any]) -> list[str]:
+    """How ``inputs`` differ from those of the most recent finished run under ``run_root`` (empty if none)."""
+    previous = sorted(
+        (
+            p
+            for p in Path(run_root).glob(f"*/{KEY_INPUTS_NAME}")
+            if not p.parent.name.startswith((".", runs.FAILED_PREFIX))
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not previous:
+        return []
     try:
-        json.dumps(effective)
-    except TypeError as exc:
-        raise ParameterError(
-            f"parameters must be JSON values (str, number, bool, None, list, dict): {exc}"
-        ) from None
-    return effective
+        old = json.loads(previous[-1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return cache.explain_difference(old, inputs)
 
 
-# ------------------------------------------------------------------------------------------ success checks
-def _tags(cell: Any) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
+# ------------------------------------------------------------------------------------------------- run
+def _run(nb_path: Path, plan: RunPlan, run_root: Path, options: RunOptions) -> None:
+    """Execute into a work folder; publish it as ``run_root/<key>`` or raise :class:`ExecutionFailed`."""
+    ensure_kernelspec(options.kernel_name)
+    work = runs.work_folder(run_root, plan.key)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    write_json_atomic(work / KEY_INPUTS_NAME, plan.inputs)
+    executed_path = work / EXECUTED_NAME
+    try:
+        raised = _papermill(nb_path, executed_path, plan, options)
+    except KeyboardInterrupt:  # Ctrl-C: keep what ran for inspection, leave the good runs alone
+        runs.move_to_failed(work, plan.key)
+        raise
+    failure, message = _outcome(work, raised, options.require_metrics)
+    if message is not None:
+        _fail(work, plan.key, failure, message, raised)
+    executed = nbformat.read(executed_path, as_version=4)
+    write_atomic(executed_path, nbformat.writes(scrub_local_paths(executed)) + "\n")
+    write_manifest(work)  # last: its presence says the run is complete
+    runs.publish(work, run_root / plan.key)
 
 
-def _heading_of(nb: nbformat.NotebookNode, index: int) -> str:
-    """The task a cell belongs to: the nearest preceding 'Task ...' heading, plus the nearest sub-heading."""
-    nearest = task = None
-    for cell in reversed(nb.cells[:index]):
-        if cell.cell_type != "markdown" or PAPERMILL_ERROR_TAG in _tags(cell):
-            continue
-        for line in reversed(cell.source.splitlines()):
-            if line.startswith("#"):
-                text = line.lstrip("#").strip()
-                nearest = nearest or text
-                if text.lower().startswith("task") or text.lower().startswith("part"):
-                    task = text
-                    break
-        if task:
-            break
-    if task and nearest and nearest != task:
-        return f"{task} › {nearest}"
-    return task or nearest or "(before the first heading)"
+def _papermill(nb_path: Path, executed_path: Path, plan: RunPlan, options: RunOptions) -> Exception | None:
+    """Run papermill; returns what it raised (success is decided from the notebook, not from this)."""
+    import papermill
+
+    first_cell_done: list[bool] = []
+
+    def after_cell(cell: Any, cell_index: int, execute_reply: Any) -> None:
+        if not first_cell_done:
+            first_cell_done.append(True)
+            failpoint("execute:kernel-running")
+
+    try:
+        papermill.execute_notebook(
+            str(nb_path),
+            str(executed_path),
+            parameters=plan.parameters,
+            engine_name=ENGINE_NAME,
+            kernel_name=options.kernel_name,
+            progress_bar=options.progress_bar,
+            log_output=options.log_output,
+            cwd=str(executed_path.parent),
+            timeout_func=timeout_by_tag(options.cell_timeout, options.training_timeout),
+            kernel_env={DATA_ENV: str(plan.data_dir)} if plan.data_dir is not None else None,
+            on_cell_executed=after_cell,
+        )
+    except Exception as exc:  # decided from the notebook; the cause goes into the message
+        return exc
+    return None
 
 
-def find_failure(nb: nbformat.NotebookNode) -> Failure | None:
-    """The first cell that shows the run did not complete, or None when the notebook is a success.
+def _outcome(
+    work: Path, raised: Exception | None, require_metrics: bool
+) -> tuple[Failure | None, str | None]:
+    """The failing cell (if the notebook shows one) and the failure message; (None, None) on success."""
+    executed_path = work / EXECUTED_NAME
+    if not executed_path.is_file():
+        kind = type(raised).__name__ if raised else "no error"
+        return None, f"papermill wrote no notebook ({kind}: {raised})"
+    failure = find_failure(nbformat.read(executed_path, as_version=4))
+    if failure is not None:
+        return failure, describe_failure(failure) + _hint(failure)
+    if raised is not None:
+        return None, f"papermill raised {type(raised).__name__}: {raised}"
+    if require_metrics and not (work / METRICS_NAME).is_file():
+        return None, f"the notebook finished but wrote no {METRICS_NAME} into its out_dir"
+    return None, None
 
-    Success (NOTES.md): no ``error`` output, every non-empty code cell has an execution count, and no cell
-    has ``metadata.papermill.exception`` set. A timed-out or killed cell has no error output; it is the
-    cell papermill left 'running', else the first non-empty code cell without a count.
+
+def _hint(failure: Failure) -> str:
+    if failure.reason.startswith(TIMEOUT_ERROR):
+        return (
+            "\n  a hung or too slow cell: raise the limit with --cell-timeout (cells tagged 'training': "
+            "--training-timeout) if it only needs more time"
+        )
+    if failure.reason.startswith(DEAD_KERNEL_ERROR):
+        return (
+            "\n  the kernel was killed (out of memory?): close other programs, or use a smaller batch/model"
+        )
+    return ""
+
+
+def _fail(work: Path, key: str, failure: Failure | None, message: str, raised: Exception | None) -> None:
+    import papermill
+
+    failed = runs.move_to_failed(work, key)
+    partial = failed / EXECUTED_NAME
+    detail = ""
+    if raised is not None and not isinstance(raised, papermill.PapermillExecutionError):
+        first = str(raised).strip().splitlines()[0] if str(raised).strip() else ""
+        detail = f"\n  cause: {type(raised).__name__}: {first}"
+    raise ExecutionFailed(
+        f"notebook execution failed: {message}{detail}\n  partial notebook kept: {partial}",
+        partial_path=partial if partial.is_file() else None,
+        cell_index=failure.cell_index if failure else None,
+        task=failure.task if failure else None,
+    ) from raised
+
+
+# ------------------------------------------------------------------------------------------------ ship
+def ship_notebook(run_dir: Path, rendered: nbformat.NotebookNode) -> Path:
+    """Write ``run_dir/submission.ipynb``: the run's code and outputs with the rendered markdown."""
+    executed = nbformat.read(run_dir / EXECUTED_NAME, as_version=4)
+    shipped = scrub_local_paths(restitch_markdown(executed, rendered))
+    return write_atomic(run_dir / SHIPPED_NAME, nbformat.writes(shipped) + "\n")
+
+
+def scrub_local_paths(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """``nb`` without papermill's record of this machine's paths (where it read and wrote the notebook)."""
+    meta = nb.metadata.get("papermill")
+    if meta:
+        for key in PAPERMILL_PATH_KEYS:
+            meta.pop(key, None)
+    return nb
+
+
+def restitch_markdown(
+    executed: nbformat.NotebookNode, rendered: nbformat.NotebookNode
+) -> nbformat.NotebookNode:
+    """The executed notebook with the rendered notebook's markdown (code cells and outputs kept).
+
+    Code cells are matched in order and must have the same source (the cache key guarantees it); papermill's
+    ``injected-parameters`` cell follows the ``parameters`` cell as in the executed notebook.
     """
-    candidates: list[tuple[int, str]] = []
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or PAPERMILL_ERROR_TAG in _tags(cell):
+    executed_code = [
+        c for c in executed.cells if c.cell_type == "code" and PAPERMILL_ERROR_TAG not in tags(c)
+    ]
+    cells = []
+    for cell in rendered.cells:
+        if cell.cell_type != "code":
+            cells.append(cell)
             continue
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        if errors:
-            candidates.append((index, f"{errors[0].get('ename')}: {errors[0].get('evalue')}"))
-            break
-        papermill_meta = cell.get("metadata", {}).get("papermill", {})
-        if papermill_meta.get("exception") is True:
-            candidates.append((index, "the cell raised an exception"))
-            break
-        if papermill_meta.get("status") == "running":
-            candidates.append((index, "the cell never finished (timeout or dead kernel)"))
-            break
-        if cell.source.strip() and cell.get("execution_count") is None:
-            candidates.append((index, "the cell was never executed"))
-            break
-    if not candidates:
-        return None
-    index, reason = candidates[0]
-    source = nb.cells[index].source.strip()
-    first_line = source.splitlines()[0] if source else ""
-    return Failure(cell_index=index, first_line=first_line, task=_heading_of(nb, index), reason=reason)
+        if not executed_code:
+            raise ValueError("the cached notebook has fewer code cells than the rendered one")
+        done = executed_code.pop(0)
+        # The parameters cell holds defaults only (not in the key: papermill injects the real values after
+        # it): keep the executed one.
+        if done.source != cell.source and "parameters" not in tags(cell):
+            raise ValueError(f"cached code cell differs from the rendered one: {cell.source[:60]!r}")
+        cells.append(done)
+        if executed_code and "injected-parameters" in tags(executed_code[0]):
+            cells.append(executed_code.pop(0))
+    if executed_code:
+        raise ValueError("the cached notebook has more code cells than the rendered one")
+    result = nbformat.from_dict(executed)
+    result.cells = cells
+    return result
 
 
-def describe_failure(failure: Failure) -> str:
-    return f"{failure.task}: cell {failure.cell_index} ({failure.first_line[:80]!r}) failed: {failure.reason}"
-
-
-# ------------------------------------------------------------------------------------------------ helpers
+# --------------------------------------------------------------------------------------------- helpers
 def ensure_kernelspec(kernel_name: str = KERNEL_NAME) -> None:
     """Install the ipykernel kernelspec for this Python if ``kernel_name`` is not known to Jupyter."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -223,65 +378,6 @@ def ensure_kernelspec(kernel_name: str = KERNEL_NAME) -> None:
             capture_output=True,
             text=True,
         )
-
-
-def restitch_markdown(
-    executed: nbformat.NotebookNode, rendered: nbformat.NotebookNode
-) -> nbformat.NotebookNode:
-    """The executed notebook with the rendered notebook's markdown (code cells and outputs kept).
-
-    Code cells are matched in order and must have the same source (the cache key guarantees it); papermill's
-    ``injected-parameters`` cell follows the ``parameters`` cell as in the executed notebook.
-    """
-    executed_code = [
-        c for c in executed.cells if c.cell_type == "code" and PAPERMILL_ERROR_TAG not in _tags(c)
-    ]
-    cells = []
-    for cell in rendered.cells:
-        if cell.cell_type != "code":
-            cells.append(cell)
-            continue
-        if not executed_code:
-            raise ValueError("the cached notebook has fewer code cells than the rendered one")
-        done = executed_code.pop(0)
-        # The parameters cell holds defaults only (not in the key: papermill injects the real values after
-        # it), so e.g. a build with --data-dir and one without share a run; keep the executed one.
-        if done.source != cell.source and "parameters" not in _tags(cell):
-            raise ValueError(f"cached code cell differs from the rendered one: {cell.source[:60]!r}")
-        cells.append(done)
-        if executed_code and "injected-parameters" in _tags(executed_code[0]):
-            cells.append(executed_code.pop(0))
-    if executed_code:
-        raise ValueError("the cached notebook has more code cells than the rendered one")
-    result = nbformat.from_dict(executed)
-    result.cells = cells
-    return result
-
-
-def _write_notebook_atomic(nb: nbformat.NotebookNode, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, path)
-
-
-def _is_complete_run(folder: Path, require_metrics: bool) -> bool:
-    executed = folder / EXECUTED_NAME
-    if not executed.is_file() or (require_metrics and not (folder / METRICS_NAME).is_file()):
-        return False
-    try:
-        return find_failure(nbformat.read(executed, as_version=4)) is None
-    except Exception:  # a damaged cache entry is a miss, never an error
-        return False
-
-
-def _resolve_data(parameters: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str] | None]:
-    """Point ``data_dir`` at the verified WikiText-2 folder the run will use, and hash its files."""
-    if "data_dir" not in parameters:
-        return parameters, None
-    from hw3.download import wikitext2_dir
-
-    folder = Path(wikitext2_dir(parameters["data_dir"])).resolve()
-    return {**parameters, "data_dir": str(folder)}, cache.data_fingerprint(folder)
 
 
 class _QuietCellMarkers(logging.Filter):
@@ -306,153 +402,3 @@ def _configure_logger(logger: logging.Logger) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-
-
-# ---------------------------------------------------------------------------------------------------- run
-def execute_notebook(
-    nb_path: Path,
-    parameters: dict[str, Any],
-    run_root: Path,
-    *,
-    force: bool = False,
-    progress_bar: bool = True,
-    log_output: bool = True,
-    cell_timeout: int | None = None,
-    require_metrics: bool = True,
-    kernel_name: str = KERNEL_NAME,
-    on_key: Callable[[str, dict[str, Any]], None] | None = None,
-) -> ExecutionResult:
-    """Execute ``nb_path`` with ``parameters`` (see the module docstring); cached under ``run_root``.
-
-    ``force`` re-runs even on a cache hit (the old run is replaced only once the new one succeeded).
-    ``cell_timeout`` (seconds) fails a cell that runs longer. ``require_metrics``: a run without
-    ``metrics.json`` in its out_dir is a failure.
-    """
-    started = time.monotonic()
-    nb_path, run_root = Path(nb_path), Path(run_root)
-    rendered = nbformat.read(nb_path, as_version=4)
-    if "out_dir" in parameters:
-        raise ParameterError("out_dir is chosen by execute_notebook (the run folder); do not pass it")
-    effective = resolve_parameters(rendered, parameters)
-    effective, data = _resolve_data(effective)
-    if "out_dir" in effective:
-        effective["out_dir"] = "."  # the run folder is the kernel's working directory
-    inputs = cache.key_inputs(
-        rendered, effective, data, cache.environment_fingerprint(effective.get("device", "auto"))
-    )
-    key = cache.cache_key(inputs)
-    if on_key is not None:
-        on_key(key, inputs)
-    _setup_logging()
-    run_root.mkdir(parents=True, exist_ok=True)
-    final = run_root / key
-
-    if not force and _is_complete_run(final, require_metrics):
-        executed = nbformat.read(final / EXECUTED_NAME, as_version=4)
-        stitched = restitch_markdown(executed, rendered)
-        if stitched != executed:
-            _write_notebook_atomic(stitched, final / EXECUTED_NAME)
-        log.info("cache hit: %s", final)
-        return ExecutionResult(
-            final / EXECUTED_NAME, final / METRICS_NAME, final, True, time.monotonic() - started, key
-        )
-
-    reasons = explain_miss(run_root, inputs)
-    if reasons:
-        log.info("no cached run for these inputs; the latest run differs in: %s", "; ".join(reasons))
-    ensure_kernelspec(kernel_name)
-    work = run_root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / KEY_INPUTS_NAME).write_text(json.dumps(inputs, indent=1, sort_keys=True), encoding="utf-8")
-    executed_path = work / EXECUTED_NAME
-    raised: BaseException | None = None
-    import papermill
-
-    try:
-        papermill.execute_notebook(
-            str(nb_path),
-            str(executed_path),
-            parameters=effective,
-            kernel_name=kernel_name,
-            progress_bar=progress_bar,
-            log_output=log_output,
-            cwd=str(work),
-            execution_timeout=cell_timeout,
-        )
-    except KeyboardInterrupt:  # Ctrl-C: keep what ran for inspection, leave the good runs alone
-        _move_to_failed(work, run_root / f"failed-{key}")
-        raise
-    except Exception as exc:  # decided below from the notebook itself; keep the cause for the message
-        raised = exc
-
-    failure_message = None
-    failure: Failure | None = None
-    if executed_path.is_file():
-        executed = nbformat.read(executed_path, as_version=4)
-        failure = find_failure(executed)
-        if failure is None and raised is not None:
-            failure_message = f"papermill raised {type(raised).__name__}: {raised}"
-        elif failure is not None:
-            failure_message = describe_failure(failure)
-    else:
-        failure_message = (
-            f"papermill wrote no notebook ({type(raised).__name__ if raised else 'no error'}: {raised})"
-        )
-    if failure_message is None and require_metrics and not (work / METRICS_NAME).is_file():
-        failure_message = f"the notebook finished but wrote no {METRICS_NAME} into its out_dir"
-
-    if failure_message is not None:
-        failed = _move_to_failed(work, run_root / f"failed-{key}")
-        partial = failed / EXECUTED_NAME
-        detail = ""
-        if raised is not None and not isinstance(raised, papermill.PapermillExecutionError):
-            detail = f"\n  cause: {type(raised).__name__}: {str(raised).strip().splitlines()[0] if str(raised).strip() else ''}"
-        raise ExecutionFailed(
-            f"notebook execution failed: {failure_message}{detail}\n  partial notebook kept: {partial}",
-            partial_path=partial if partial.is_file() else None,
-            cell_index=failure.cell_index if failure else None,
-            task=failure.task if failure else None,
-        ) from raised
-
-    _publish(work, final)
-    return ExecutionResult(
-        final / EXECUTED_NAME, final / METRICS_NAME, final, False, time.monotonic() - started, key
-    )
-
-
-def explain_miss(run_root: Path, inputs: dict[str, Any]) -> list[str]:
-    """How ``inputs`` differ from those of the most recent successful run under ``run_root`` (empty if none)."""
-    previous = sorted(
-        (
-            p
-            for p in Path(run_root).glob(f"*/{KEY_INPUTS_NAME}")
-            if not p.parent.name.startswith((".", "failed-"))
-        ),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not previous:
-        return []
-    try:
-        old = json.loads(previous[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return cache.explain_difference(old, inputs)
-
-
-def _move_to_failed(work: Path, failed: Path) -> Path:
-    """Keep a failed run's folder (its partial notebook) as ``failed-<key>``, replacing an older failure."""
-    shutil.rmtree(failed, ignore_errors=True)
-    os.replace(work, failed)
-    return failed
-
-
-def _publish(work: Path, final: Path) -> None:
-    """Move the finished run into place; an older run under the same key is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(work, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -13,19 +13,35 @@ import re
 import shutil
 import subprocess
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from hw3build.failpoints import failpoint
+from hw3build.literal import directional
+from hw3build.processes import ToolTimeout, run_tool
+
 log = logging.getLogger(__name__)
 
+# The tools the build runs, and the Debian/Ubuntu packages that provide them, the report's fonts and
+# poppler-utils (pdftotext, pdftoppm: the tests, and anyone checking the PDF). Declared once: the build
+# record lists REQUIRED_TOOLS' versions, and setup.sh installs TEX_PACKAGES (a test checks they agree).
 REQUIRED_TOOLS = ("xelatex", "latexmk", "pandoc")
-APT_INSTALL = (
-    "sudo apt-get install texlive-xetex texlive-latex-extra texlive-fonts-recommended "
-    "texlive-plain-generic lmodern latexmk pandoc fonts-dejavu-core fonts-droid-fallback"
-)
+TEX_PACKAGES = (
+    "texlive-xetex", "texlive-latex-extra", "texlive-fonts-recommended", "texlive-plain-generic", "lmodern",
+    "latexmk", "pandoc", "poppler-utils", "fonts-dejavu-core", "fonts-droid-fallback",
+)  # fmt: skip
+APT_INSTALL = "sudo apt-get install " + " ".join(TEX_PACKAGES)
 LATEXMK_TIMEOUT_S = 600
+# What TeX gets from the environment: where it and its fonts are, and the locale; nothing else (a user's
+# TEXINPUTS or secrets have no business in a TeX run). kpathsea reads openin_any/openout_any: "p" refuses
+# reading or writing outside the TeX folder (absolute paths, "..", dot files), e.g. \input{/etc/passwd}.
+TEX_ENV_KEEP = (
+    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT",
+    "TEXMFHOME", "TEXMFVAR", "TEXMFCONFIG", "TEXMFCNF", "TEXMFLOCAL", "TEXMFSYSVAR", "TEXMFSYSCONFIG",
+    "TEXMFCACHE", "FONTCONFIG_FILE", "FONTCONFIG_PATH", "XDG_CACHE_HOME", "XDG_CONFIG_HOME",
+)  # fmt: skip
 REPLACEMENT_CHAR = "\N{REPLACEMENT CHARACTER}"
 
 # The fonts the report's preamble selects (templates/report/report.tex.j2), by file name.
@@ -67,12 +83,23 @@ _LATEX_SPECIALS = {
     "~": r"\textasciitilde{}",
     "<": r"\textless{}",
     ">": r"\textgreater{}",
+    "[": "{[}",  # after a table row's \\, "[" would open its optional argument (as pandoc writes it)
+    "]": "{]}",
 }
 
 
+def _escape_chars(text: str) -> str:
+    # "--" would print as an en dash (TeX ligature): "-{}" keeps each hyphen a hyphen.
+    return "".join(
+        "-{}" if char == "-" and text[i + 1 : i + 2] == "-" else _LATEX_SPECIALS.get(char, char)
+        for i, char in enumerate(text)
+    )
+
+
 def escape_latex(value: object) -> str:
-    """Plain text (names, sentences, hashes) to LaTeX that prints it literally."""
-    return "".join(_LATEX_SPECIALS.get(char, char) for char in str(value))
+    """Plain text (names, sentences, hashes) to LaTeX that prints it literally, in its reading order
+    (right-to-left runs in ``\\RL{...}``: :mod:`hw3build.literal`)."""
+    return directional(str(value), _escape_chars, rtl=lambda text: rf"\RL{{{text}}}")
 
 
 def breakable(value: object, every: int = 32) -> str:
@@ -215,34 +242,47 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run_latexmk(tex_file: Path, *, source_date_epoch: int, timeout_s: int = LATEXMK_TIMEOUT_S) -> Path:
-    """Build ``tex_file`` with ``latexmk -xelatex`` in its own folder; return the PDF.
-
-    Raises :class:`ReportError` with the relevant part of the log on a TeX error, a missing glyph or a
-    timeout; :class:`TexMissing` when the tools are absent.
-    """
-    check_tex_tools(("xelatex", "latexmk"))
-    workdir = tex_file.parent
-    env = dict(os.environ)
+def tex_environment(source_date_epoch: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a TeX run: ``TEX_ENV_KEEP`` from ``base`` (default: ours), dates fixed by
+    ``source_date_epoch``, and kpathsea's paranoid file access."""
+    base = os.environ if base is None else base
+    env = {name: base[name] for name in TEX_ENV_KEEP if name in base}
     env.update(
         SOURCE_DATE_EPOCH=str(source_date_epoch),
         FORCE_SOURCE_DATE="1",  # \today and the PDF dates follow SOURCE_DATE_EPOCH: a reproducible PDF
-        max_print_line="10000",  # unwrapped log lines, so the checks below see whole messages
+        max_print_line="10000",  # unwrapped log lines, so the checks see whole messages
+        openin_any="p",
+        openout_any="p",
     )
+    return env
+
+
+def run_latexmk(tex_file: Path, *, source_date_epoch: int, timeout_s: int = LATEXMK_TIMEOUT_S) -> Path:
+    """Build ``tex_file`` with ``latexmk -xelatex`` in its own folder; return the PDF.
+
+    TeX runs without shell escape, with paranoid file access and a reduced environment
+    (:func:`tex_environment`); on a timeout latexmk and everything it started are stopped. Raises
+    :class:`ReportError` with the relevant part of the log on a TeX error, a missing glyph or a timeout;
+    :class:`TexMissing` when the tools are absent.
+    """
+    check_tex_tools(("xelatex", "latexmk"))
+    workdir = tex_file.parent
     command = [
         "latexmk",
         "-norc",  # a user's ~/.latexmkrc must not change the build
         "-xelatex",
+        "-latexoption=-no-shell-escape",  # TeX Live's default allows a list of commands: none here
         "-interaction=nonstopmode",
         "-halt-on-error",
         "-file-line-error",
         tex_file.name,
     ]
+    failpoint("latexmk")
     try:
-        proc = subprocess.run(
-            command, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+        proc = run_tool(
+            command, cwd=workdir, env=tex_environment(source_date_epoch), timeout_s=timeout_s, what="latexmk"
         )
-    except subprocess.TimeoutExpired:
+    except ToolTimeout:
         raise ReportError(f"latexmk did not finish in {timeout_s} s (TeX folder: {workdir})") from None
     log_path = tex_file.with_suffix(".log")
     log_text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.exists() else ""

@@ -86,3 +86,17 @@ def build_lock(build_dir: str | Path, timeout: float = DEFAULT_TIMEOUT_S) -> Ite
     """The lock over everything under ``build_dir`` (``build_dir/.lock``), held for a whole build."""
     with exclusive_lock(Path(build_dir) / BUILD_LOCK_NAME, timeout=timeout, purpose="build") as path:
         yield path
+
+
+@contextmanager
+def build_lock_for(
+    *paths: str | Path, build_dir: str | Path = "build", timeout: float = DEFAULT_TIMEOUT_S
+) -> Iterator[Path | None]:
+    """Hold the build lock of ``build_dir`` while writing ``paths`` when any of them lies inside it (a tool
+    run by hand, e.g. ``python -m hw3build.report``, must not write into a folder a build is using)."""
+    root = Path(build_dir).resolve()
+    if any(Path(path).resolve().is_relative_to(root) for path in paths):
+        with build_lock(root, timeout=timeout) as lock_path:
+            yield lock_path
+    else:
+        yield None

@@ -1,34 +1,38 @@
-"""The build record (``build/build.json``): what produced this submission, for the report's appendix.
+"""The build record (``build/build.json``): what produced this submission.
 
-Versions (Python, torch, the notebook and TeX tool chain), the machine and the device the notebook ran on,
-the data fingerprint (``hw3.data.summary``: vocabulary and token-id hashes, plus the raw files' sha256),
-the hyper-parameters and seed, the per-stage timings, the execution cache key and the git commit.
+Two parts, because the PDF must hold only what the inputs determine (same inputs, same bytes):
+  - :func:`collect_record`, given to the report's appendix: versions (Python, torch, the notebook and TeX
+    tool chain), the machine and the device the notebook ran on, the data (``hw3.data.summary``:
+    vocabulary and token-id hashes, plus the raw files' sha256), the hyper-parameters and seed, the
+    execution cache key, the results, the git commit, and ``source_date_epoch`` (when the training run
+    finished: the date the PDF carries);
+  - :func:`build_facts`, this build's own clock time, stage durations, cache hit and zip, written to
+    ``build/build.json`` under ``"build"`` and never printed in the PDF.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from hw3.download import sha256_file
+from hw3.files import write_json_atomic
 
 from hw3build.config import SubmissionConfig
+from hw3build.latex import REQUIRED_TOOLS
 
 RECORD_SCHEMA = 1
 PYTHON_PACKAGES = (
     "hw3", "torch", "numpy", "matplotlib", "tqdm", "papermill", "nbclient", "nbconvert", "nbformat",
     "ipykernel", "jinja2", "pypdf", "portalocker", "invoke",
 )  # fmt: skip
-TEX_TOOLS = ("xelatex", "latexmk", "pandoc")
 
 
 def package_versions(names: tuple[str, ...] = PYTHON_PACKAGES) -> dict[str, str | None]:
@@ -71,7 +75,7 @@ def git_state(repo_dir: str | Path) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
-def data_fingerprint(metrics: Mapping[str, Any] | None, data_dir: Path | None) -> dict[str, Any]:
+def data_record(metrics: Mapping[str, Any] | None, data_dir: Path | None) -> dict[str, Any]:
     """The data summary: taken from metrics.json when the notebook wrote it (same run, no recomputation),
     else computed with ``hw3.data.summary`` from ``data_dir``; plus the sha256 of each raw file of
     ``data_dir``. Without ``data_dir`` nothing is looked up (the record must never trigger a download)."""
@@ -104,22 +108,36 @@ def build_time() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def run_finished_epoch(executed_nb: str | Path) -> int | None:
+    """When the training run finished (papermill's ``end_time`` in the executed notebook), in seconds since
+    the epoch: the run's own record, so every build from the same run dates its PDF the same."""
+    import nbformat
+
+    try:
+        end = nbformat.read(executed_nb, as_version=4).metadata.get("papermill", {}).get("end_time")
+        moment = dt.datetime.fromisoformat(str(end))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return int(moment.timestamp())
+
+
 def collect_record(
     config: SubmissionConfig,
     *,
-    timings: Mapping[str, float],
     metrics: Mapping[str, Any] | None = None,
     execution: Mapping[str, Any] | None = None,
     repo_dir: str | Path | None = None,
     data_dir: Path | None = None,
+    source_date_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """Everything the appendix shows. ``execution`` is the cache key, hit flag and run time of the
-    notebook; ``metrics`` the notebook's metrics.json (device and data fingerprint come from it);
-    ``data_dir`` the WikiText-2 folder the run used (its files are hashed; default: the config's)."""
+    """Everything the appendix shows, all of it determined by the inputs. ``execution`` is the run's cache
+    key; ``metrics`` the notebook's metrics.json (device and data fingerprint come from it); ``data_dir``
+    the WikiText-2 folder the run used (its files are hashed; default: the config's)."""
     metrics = metrics or {}
-    return {
+    record = {
         "schema": RECORD_SCHEMA,
-        "built_at": build_time(),
         "profile": config.profile,
         "draft": config.profile != "full",
         "students": [{"name": s.name, "email": s.email, "id": s.id} for s in config.students],
@@ -134,41 +152,39 @@ def collect_record(
             "torch_version_in_notebook": metrics.get("run", {}).get("torch_version"),
         },
         "versions": package_versions(),
-        "tex": {tool: tool_version(tool) for tool in TEX_TOOLS},
+        "tex": {tool: tool_version(tool) for tool in REQUIRED_TOOLS},
         "platform": {
             "system": platform.platform(),
             "machine": platform.machine(),
             "processor": platform.processor() or None,
             "cpu_count": os.cpu_count(),
         },
-        "data": data_fingerprint(metrics, data_dir if data_dir is not None else config.data_dir),
+        "data": data_record(metrics, data_dir if data_dir is not None else config.data_dir),
         "execution": dict(execution or {}),
         "results": {
             key: metrics.get(key)
             for key in ("best_epoch", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl")
             if key in metrics
         },
-        "timings": {name: round(float(seconds), 3) for name, seconds in timings.items()},
         "git": git_state(repo_dir) if repo_dir is not None else {"commit": None, "dirty": None},
     }
+    if source_date_epoch is not None:
+        record["source_date_epoch"] = source_date_epoch
+    return record
 
 
-def write_json_atomic(data: Mapping[str, Any], path: str | Path) -> Path:
-    """Write ``data`` as pretty JSON under a temporary name, then rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.write("\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+def build_facts(
+    *, timings: Mapping[str, float], cache_hit: bool | None, execution_seconds: float | None
+) -> dict[str, Any]:
+    """This build's own facts (``build.json``'s ``"build"``; never in the PDF): when, how long, cache hit."""
+    return {
+        "built_at": build_time(),
+        "timings": {name: round(float(seconds), 3) for name, seconds in timings.items()},
+        "cache_hit": cache_hit,
+        "execution_seconds": None if execution_seconds is None else round(float(execution_seconds), 3),
+    }
 
 
 def write_record(record: Mapping[str, Any], path: str | Path) -> Path:
     """Write the build record (``build/build.json``)."""
-    return write_json_atomic(record, path)
+    return write_json_atomic(path, dict(record))

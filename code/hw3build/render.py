@@ -23,16 +23,17 @@ reads defined by a builtin, an import or an earlier cell.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import nbformat
+from hw3.files import write_atomic
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from hw3build.inline import InlineError, Inliner, check_self_contained, defined_names
+from hw3build.literal import markdown_literal
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "notebook"
 TEMPLATE_NAME = "hw3.ipynb.j2"
@@ -68,9 +69,7 @@ class CellSpec:
 def notebook_parameters(config: Any) -> dict[str, Any]:
     """The ``parameters`` cell's defaults: the config's choices (profile, data_dir, device, hyper-parameters)
     and ``out_dir``. The build overrides ``out_dir`` (and may override the rest) through papermill."""
-    # data_dir None: the notebook finds the data itself ($HW3_DATA_DIR, the cache, or a download), so no
-    # folder of the machine that rendered it is printed; a build passes the folder it verified instead.
-    params = {**config.notebook_parameters(), "data_dir": None}
+    params = dict(config.run_parameters())  # data_dir None: the kernel finds the data itself
     ordered = {name: params.pop(name) for name in ("profile", "data_dir", "device") if name in params}
     return {**ordered, "out_dir": DEFAULT_OUT_DIR, **params}
 
@@ -133,7 +132,7 @@ def students_context(config: Any) -> list[dict[str, Any]]:
 
 
 def _environment(template_dir: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -141,6 +140,8 @@ def _environment(template_dir: Path) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.filters["md"] = markdown_literal  # typed text (names) shown as typed, in its reading order
+    return env
 
 
 def render_text(config: Any, template_dir: Path = TEMPLATE_DIR, template_name: str = TEMPLATE_NAME) -> str:
@@ -247,8 +248,4 @@ def render_notebook(config: Any, out_path: Path, template_dir: Path = TEMPLATE_D
     out_path = Path(out_path)
     nb = build_notebook(parse_cells(render_text(config, template_dir)))
     check_self_contained([c.source for c in nb.cells if c.cell_type == "code"])
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    nbformat.write(nb, tmp)
-    os.replace(tmp, out_path)
-    return out_path
+    return write_atomic(out_path, nbformat.writes(nb) + "\n")

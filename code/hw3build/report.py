@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     from hw3build.config import ConfigError, load_config
+    from hw3build.execute import SHIPPED_NAME
+    from hw3build.locks import LockBusy, build_lock_for
 
     parser = argparse.ArgumentParser(prog="python -m hw3build.report", description=main.__doc__)
     parser.add_argument("run_dir", type=Path, help="build/run/<key>: executed.ipynb, metrics.json, figures/")
@@ -276,10 +278,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, profile=args.profile)
         metrics = read_metrics(args.run_dir / "metrics.json")
         record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else {}
-        pdf = build_report(
-            args.run_dir / "executed.ipynb", metrics, args.theory, args.checks, config, record, args.out
-        )
-    except (ConfigError, ReportError, MetricsError, OSError, ValueError) as exc:
+        record.pop("build", None)  # this build's clock time and durations never go into the PDF
+        with build_lock_for(args.out):  # a build may be writing build/ (``invoke build`` holds its lock)
+            pdf = build_report(
+                args.run_dir / SHIPPED_NAME, metrics, args.theory, args.checks, config, record, args.out
+            )
+    except (ConfigError, ReportError, MetricsError, LockBusy, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(pdf)

@@ -29,7 +29,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ from hw3.files import write_atomic, write_json_atomic
 from hw3.theory import SEED, Check, q1, q2, q3
 
 from hw3build import formulas as fm
+from hw3build.processes import ToolTimeout, run_tool
 
 THEORY_DIR = Path(__file__).resolve().parents[2] / "theory"
 DEFAULT_OUT = Path("build/theory")
@@ -69,8 +69,6 @@ CHECK_SOURCES = (
     Path(fm.__file__).resolve(),
 )
 NUMERIC_LIBRARIES = ("torch", "numpy", "sympy", "matplotlib")
-DEFAULT_TIMEOUT_S = 900.0  # the checks take well under a minute on a laptop; a busy CI box, longer
-TIMEOUT_ENV = "HW3_THEORY_TIMEOUT_S"
 # a fixed date for the standalone PDF (the report passes its own)
 STANDALONE_EPOCH = 0
 
@@ -451,32 +449,18 @@ def theory_inputs_key(theory_dir: Path = THEORY_DIR) -> str:
     return digest.hexdigest()
 
 
-def _timeout(timeout_s: float | None) -> float:
-    if timeout_s is not None:
-        return float(timeout_s)
-    value = os.environ.get(TIMEOUT_ENV, "")
-    try:
-        return float(value) if value else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise TheoryError(f"{TIMEOUT_ENV}={value!r} is not a number of seconds") from None
-
-
-def run_theory_checks(out_dir: Path, project_root: Path, timeout_s: float | None = None) -> str:
-    """``python -m hw3build.theory --out out_dir`` in a subprocess from ``project_root``; returns its
-    output. ``timeout_s`` defaults to ``$HW3_THEORY_TIMEOUT_S`` or :data:`DEFAULT_TIMEOUT_S`. Raises
-    :class:`TheoryError` (with the output's tail) when a check fails or the time runs out."""
-    limit = _timeout(timeout_s)
-    # the answers next to this package, as theory_inputs_key reads them
+def run_theory_checks(out_dir: Path, project_root: Path, *, timeout_s: float | None) -> str:
+    """``python -m hw3build.theory --out out_dir`` in a subprocess from ``project_root``, stopped
+    with everything it started after ``timeout_s`` seconds (None: no limit); returns its output.
+    Raises :class:`TheoryError` (with the output's tail) when a check fails or the time runs out."""
     command = [sys.executable, "-m", "hw3build.theory", "--out", str(out_dir)]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     try:
-        done = subprocess.run(
-            command, cwd=project_root, env=env, capture_output=True, text=True, timeout=limit, check=False
-        )
-    except subprocess.TimeoutExpired:
+        done = run_tool(command, cwd=project_root, env=env, timeout_s=timeout_s, what="the theory checks")
+    except ToolTimeout as exc:
         raise TheoryError(
-            f"the theory checks did not finish in {limit:g} s (`{' '.join(command[1:3])}`); on a slow or "
-            f"busy machine allow more time, e.g. {TIMEOUT_ENV}={2 * limit:g} invoke build"
+            f"{exc}; on a slow or busy machine allow more time, e.g. "
+            f"invoke build --theory-timeout {2 * float(timeout_s or 0):g}"
         ) from None
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:

@@ -16,27 +16,21 @@ import re
 import sys
 import unicodedata
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
-from hw3build.config import PLACEHOLDER_EMAILS, PLACEHOLDER_IDS, israeli_id_valid
-
-ZIP_NAME = re.compile(r"^ece046211_hw3_(\d{9})_(\d{9})\.zip$")
+from hw3build.assignment import HEADINGS as ASSIGNMENT_HEADINGS
+from hw3build.assignment import ZIP_NAME, submission_members
+from hw3build.config import PLACEHOLDER_EMAILS, PLACEHOLDER_IDS, ConfigError, israeli_id_valid, load_config
 
 # The assignment's headings, in its order: (accepted labels, title). The PDF must show each title right after
-# one of its labels (e.g. "Question 1 - Transformers Efficiency" or "Task 4: Train and Evaluate ...");
+# one of its labels (e.g. "Question 1 - Transformers Efficiency", "Q1 Transformers Efficiency");
 # punctuation, spacing and line breaks are ignored when matching.
-HEADINGS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("Question 1", "Q1"), "Transformers Efficiency"),
-    (("Question 2", "Q2"), "Preventing Variance Explosion"),
-    (("Question 3", "Q3"), "Recurrent Neural Networks"),
-    (("Task 1",), "Loading and Observing the Data"),
-    (("Task 2",), "Preparing the Data - Separating to Inputs and Targets"),
-    (("Task 3",), "Define Hyperparameters and Initialize the Model"),
-    (("Task 4",), "Train and Evaluate the Language Model"),
-    (("Task 5",), "Generate Sentences"),
+HEADINGS: tuple[tuple[tuple[str, ...], str], ...] = tuple(
+    ((h.label, h.short) if h.short else (h.label,), h.title) for h in ASSIGNMENT_HEADINGS
 )
 # LaTeX that should never survive into the PDF's text: it means an equation was printed instead of typeset.
 RAW_LATEX = re.compile(
@@ -102,8 +96,14 @@ class ValidationReport:
         return self.format()
 
 
-def validate_zip(zip_path: str | Path, strict: bool = False) -> ValidationReport:
-    """Check every submission rule on ``zip_path``; never raises for a bad submission (see the report)."""
+def validate_zip(
+    zip_path: str | Path, strict: bool = False, literal_text: Iterable[str] = ()
+) -> ValidationReport:
+    """Check every submission rule on ``zip_path``; never raises for a bad submission (see the report).
+
+    ``literal_text``: text the PDF prints as typed, never as markup (the students' names: a name may hold
+    a ``$``), left out of the raw-LaTeX check.
+    """
     zip_path = Path(zip_path)
     report = ValidationReport(zip_path=zip_path, strict=strict)
     match = ZIP_NAME.match(zip_path.name)
@@ -124,8 +124,7 @@ def validate_zip(zip_path: str | Path, strict: bool = False) -> ValidationReport
         return report
     report.add(OK, "zip opens")
 
-    stem = f"ece046211_hw3_{id1}_{id2}"
-    expected = [f"{stem}.ipynb", f"{stem}.pdf"]
+    expected = list(submission_members(id1, id2))
     report.expect(
         sorted(names) == sorted(expected),
         "exactly two files, the .ipynb and the .pdf, named after the IDs",
@@ -135,7 +134,9 @@ def validate_zip(zip_path: str | Path, strict: bool = False) -> ValidationReport
     notebook_text = (
         _check_notebook(report, notebook_bytes, expected[0], strict) if notebook_bytes is not None else ""
     )
-    pdf_text = _check_pdf(report, pdf_bytes, expected[1]) if pdf_bytes is not None else ""
+    pdf_text = (
+        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text)) if pdf_bytes is not None else ""
+    )
     _check_placeholder_text(report, notebook_text + "\n" + pdf_text, strict)
     return report
 
@@ -224,7 +225,7 @@ def _prints_at_top_level(source: str) -> bool:
     return False
 
 
-def _check_pdf(report: ValidationReport, data: bytes, name: str) -> str:
+def _check_pdf(report: ValidationReport, data: bytes, name: str, literal_text: tuple[str, ...] = ()) -> str:
     """PDF rules; returns the extracted text."""
     from pypdf import PdfReader
 
@@ -257,7 +258,8 @@ def _check_pdf(report: ValidationReport, data: bytes, name: str) -> str:
             "headings in the assignment's order",
             "Questions 1-3 then Tasks 1-5 expected",
         )
-    raw = [_context(text, m.start()) for m in RAW_LATEX.finditer(text)]
+    markup = _without_literal_text(text, literal_text)
+    raw = [_context(markup, m.start()) for m in RAW_LATEX.finditer(markup)]
     report.expect(
         not raw,
         "equations rendered (no raw $ or LaTeX commands in the text)",
@@ -277,6 +279,15 @@ def _check_placeholder_text(report: ValidationReport, text: str, strict: bool) -
         )
     else:
         report.add(OK, "no placeholder student data in the notebook or PDF")
+
+
+def _without_literal_text(text: str, literal_text: tuple[str, ...]) -> str:
+    """``text`` (whitespace collapsed) with every occurrence of each literal string taken out."""
+    text = " ".join(text.split())
+    for literal in literal_text:
+        for form in {literal, literal.replace("'", "\u2019").replace("`", "\u2018")}:  # TeX's quotes
+            text = text.replace(" ".join(form.split()), " ")
+    return text
 
 
 def _flatten(text: str) -> str:
@@ -304,11 +315,26 @@ def find_zip(dist_dir: str | Path) -> Path:
     return zips[-1]
 
 
+def _student_names(config_path: Path) -> tuple[str, ...]:
+    """The names in ``config_path`` (none when it is absent or invalid: the check is then stricter)."""
+    if not config_path.is_file():
+        return ()
+    try:
+        return tuple(student.name for student in load_config(config_path).students)
+    except ConfigError:
+        return ()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hw3build.validate", description=__doc__.splitlines()[0])
     parser.add_argument("zip", nargs="?", help="the zip (default: the one in build/dist)")
     parser.add_argument("--strict", action="store_true", help="also refuse placeholder students and bad IDs")
     parser.add_argument("--dist-dir", default="build/dist", help="where to look when ZIP is not given")
+    parser.add_argument(
+        "--config",
+        default="submission.toml",
+        help="the students' names, printed as typed (if the file exists)",
+    )
     args = parser.parse_args(argv)
     try:
         zip_path = Path(args.zip) if args.zip else find_zip(args.dist_dir)
@@ -318,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if not zip_path.is_file():
         print(f"error: {zip_path} does not exist", file=sys.stderr)
         return 2
-    report = validate_zip(zip_path, strict=args.strict)
+    report = validate_zip(zip_path, strict=args.strict, literal_text=_student_names(Path(args.config)))
     print(report.format())
     return 0 if report.ok else 1
 

@@ -1,0 +1,83 @@
+"""Checks made before any work, so that nobody waits for a training run to learn the PDF cannot be built.
+
+- TeX and pandoc are installed, and the report's fonts are readable;
+- the theory answers (``theory/q1.tex`` ...) and the report templates are there;
+- every character of the students' names and e-mails has a glyph in one of the report's fonts
+  (``hw3build.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
+  hole in it.
+
+The data is checked at the start of the execute stage (its files are hashed for the cache key), also
+before any training.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+from hw3build.assignment import QUESTIONS
+from hw3build.config import SubmissionConfig
+from hw3build.latex import (
+    APT_INSTALL,
+    FALLBACK_FONT_NAME,
+    MAIN_FONT_FILE,
+    MONO_FONT_NAME,
+    REQUIRED_TOOLS,
+    _font_charset,
+    check_tex_tools,
+    plan_glyphs,
+)
+
+REPORT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "report"
+
+
+class PreflightError(RuntimeError):
+    """Something the build will need is missing; the message says what and how to fix it."""
+
+
+def check_fonts() -> None:
+    """The report's fonts must be readable, or no character of a name can be checked (or printed)."""
+    missing = [
+        name for name in (MAIN_FONT_FILE, MONO_FONT_NAME, FALLBACK_FONT_NAME) if _font_charset(name) is None
+    ]
+    if missing:
+        raise PreflightError(
+            f"the report's fonts {', '.join(missing)} are not installed or not readable:\n    {APT_INSTALL}"
+        )
+
+
+def check_sources(project_root: Path) -> None:
+    """The theory answers and the report templates the report stage reads."""
+    theory = project_root / "theory"
+    missing = [str(theory / q.theory_file) for q in QUESTIONS if not (theory / q.theory_file).is_file()]
+    if not REPORT_TEMPLATES.is_dir():
+        missing.append(str(REPORT_TEMPLATES))
+    if missing:
+        raise PreflightError(f"missing from the repository: {', '.join(missing)} (a partial checkout?)")
+
+
+def check_name_glyphs(config: SubmissionConfig) -> None:
+    """Every character the cover prints for the students has a glyph in one of the report's fonts."""
+    problems = []
+    for number, student in enumerate(config.students, start=1):
+        for field in ("name", "email"):
+            value = getattr(student, field)
+            unprintable = sorted(plan_glyphs([value]).unprintable)
+            if unprintable:
+                listed = ", ".join(f"{c!r} (U+{ord(c):04X} {unicodedata.name(c, '?')})" for c in unprintable)
+                problems.append(f"students[{number}].{field} = {value!r}: {listed}")
+    if problems:
+        raise PreflightError(
+            "no installed font has a glyph for these characters, so the PDF would print the name with a "
+            "hole in it:\n  " + "\n  ".join(problems) + "\nWrite the name in a script the report's fonts "
+            "cover (Latin, Greek, Cyrillic, Hebrew, Arabic, CJK ...), e.g. transliterated."
+        )
+
+
+def preflight(config: SubmissionConfig, project_root: Path) -> list[str]:
+    """Run every check (raises :class:`PreflightError` or ``TexMissing``); returns what was checked."""
+    check_tex_tools(REQUIRED_TOOLS)
+    check_fonts()
+    check_sources(project_root)
+    check_name_glyphs(config)
+    return ["TeX tools", "fonts", "theory sources", "glyphs of the names"]
