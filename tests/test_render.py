@@ -214,7 +214,8 @@ def test_no_tool_names_lint_markers_or_rest_roles_in_the_notebook(notebook) -> N
 
 def test_the_parameters_cell_prints_no_local_folder(tmp_path: Path) -> None:
     cfg = parse_config({"profile": "quick", "students": REAL_STUDENTS, "data_dir": str(tmp_path)})
-    assert str(tmp_path) in str(cfg.notebook_parameters()["data_dir"])  # the build passes it to the run
+    assert cfg.data_dir == tmp_path  # the build gives it to the kernel as $HW3_DATA_DIR
+    assert cfg.run_parameters()["data_dir"] is None
     nb = nbformat.read(render_notebook(cfg, tmp_path / "n.ipynb"), as_version=4)
     (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert "data_dir = None" in cell.source and str(tmp_path) not in cell.source

@@ -459,7 +459,7 @@ def test_the_support_index_lists_signatures_purposes_and_cells() -> None:
 def test_the_dependencies_hold_no_clock_times_and_no_none() -> None:
     metrics = make_metrics("full")
     metrics["run"].update(precision_why="precision = 'auto' and this CPU multiplies bf16 natively", threads=2)
-    record = collect_record(make_config("full", False), timings={"execute": 230.0}, metrics=metrics)
+    record = collect_record(make_config("full", False), metrics=metrics)
     record["git"] = {"commit": "0123456789abcdef" * 2 + "01234567", "dirty": True}
     rows = dict(dependency_rows(metrics, record))
     assert rows["device"] == "CPU (AVX512)" and "multiplies bf16 natively" in rows["precision"]

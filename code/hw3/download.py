@@ -102,7 +102,7 @@ def _cache_lock(folder: Path):
 
 
 class CappedWriter:
-    """A binary file wrapper that refuses to hold more than ``limit`` bytes (DataError)."""
+    """A binary file wrapper that refuses to hold more than `limit` bytes (DataError)."""
 
     def __init__(self, raw, limit: int, what: str) -> None:
         self.raw, self.limit, self.what, self.written = raw, limit, what, 0
@@ -118,7 +118,7 @@ class CappedWriter:
 
 
 class CappedDownloader:
-    """pooch's HTTP downloader, stopping a transfer past ``MAX_DOWNLOAD_BYTES``."""
+    """pooch's HTTP downloader, stopping a transfer past MAX_DOWNLOAD_BYTES."""
 
     def __init__(self, limit: int, **kwargs) -> None:
         self.limit = limit

@@ -276,10 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_config(args.config, profile=args.profile)
-        metrics = read_metrics(args.run_dir / "metrics.json")
-        record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else {}
-        record.pop("build", None)  # this build's clock time and durations never go into the PDF
-        with build_lock_for(args.out):  # a build may be writing build/ (``invoke build`` holds its lock)
+        # a build may be writing build/ (`invoke build` holds its lock): read and write under it
+        with build_lock_for(args.out):
+            metrics = read_metrics(args.run_dir / "metrics.json")
+            record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else {}
+            record.pop("build", None)  # this build's clock time and durations never go into the PDF
             pdf = build_report(
                 args.run_dir / SHIPPED_NAME, metrics, args.theory, args.checks, config, record, args.out
             )
