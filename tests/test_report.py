@@ -446,14 +446,10 @@ def test_task_results_without_recorded_answers_point_to_the_tasks() -> None:
     assert "285.41" in t4 and SENTENCES[0][:20] in t5
 
 
-def test_the_support_index_lists_signatures_purposes_and_cells() -> None:
+def test_the_support_index_names_each_cell_its_purpose_and_public_definitions() -> None:
     (group,) = support_groups(make_notebook(b"png"))
     assert group["cell"] == "4" and group["title"] == "The torchtext replacement: the tokenizer."
-    assert group["definitions"] == [
-        ("basic\\_english\\_tokenize(line)", "Tokenize one line as torchtext did")
-    ]
-    assert group["names"] == "\\_helper, MIRRORS, tokenizer"  # helpers and constants by name
-    assert group["runs"] == "words = basic\\_english\\_tokenize(...)"
+    assert group["names"] == "basic\\_english\\_tokenize()"  # private helpers and constants left out
 
 
 def test_the_dependencies_hold_no_clock_times_and_no_none() -> None:
@@ -561,7 +557,7 @@ def test_quick_report_keeps_support_code_to_the_appendix(quick_report: tuple[Pat
     pages = [page.extract_text() or "" for page in PdfReader(pdf).pages]
     appendix = next(i for i, page in enumerate(pages) if "B. Support code" in page)
     assert not any("basic_english_tokenize" in page for page in pages[:appendix])
-    assert "basic_english_tokenize(line)" in pages[appendix] and "In [4]" in pages[appendix]
+    assert "basic_english_tokenize()" in pages[appendix] and "In [4]" in pages[appendix]
     assert not any("/home/someone" in page for page in pages)
     assert "A. What the run depends on" in pages[appendix - 1] + pages[appendix]
 

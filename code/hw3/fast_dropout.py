@@ -51,9 +51,8 @@ def random_int16(shape: torch.Size, device: torch.device) -> Tensor:
     """
     if device.type != "cpu":
         return torch.randint(-(2**15), 2**15, shape, dtype=torch.int16, device=device)
-    seed = int(
-        torch.randint(0, 2**62, (1,)).item()
-    )  # from torch's seeded generator: same seed, same masks
+    # from torch's seeded generator: same seed, same masks
+    seed = int(torch.randint(0, 2**62, (1,)).item())
     numel = math.prod(shape)
     words = np.random.PCG64(seed).random_raw((numel + 3) // 4)
     return torch.from_numpy(words.view(np.int16)[:numel]).view(shape)

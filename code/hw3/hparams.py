@@ -277,39 +277,20 @@ class HParams:
 
 
 def profile_defaults(profile: str) -> HParams:
-    """The hyper-parameters of a profile: `full` is the submission,
-    `quick` a minutes-long draft.
+    """The hyper-parameters of a profile: `full` is the submission, `quick` a minutes-long draft.
 
-    `full` (the class defaults) is the largest model the box allows (emsize = nhid = 250, 4
-    layers, 2 heads), dropout 0.1, pre-LayerNorm, Adam (betas 0.9, 0.999) at the lowest allowed peak
-    lr (5e-3) reached after 100 warm-up batches, then an inverse square-root decay (1.6e-3 after
-    1,000 batches, 9e-4 after one epoch), and over the last 20% of the 4 epochs a linear fall to
-    zero (an annealing phase: the loss drops while the steps shrink); each epoch cuts the text into
-    chunks from a seeded random row in [0, 35) (`random_offset`) and visits them in a seeded
-    random order (`shuffle_batches`); weight decay 0.2, decoupled (AdamW), on the weight matrices
-    and embeddings.
-    Measured on WikiText-2 (seed 211, training loss averaged over 200 batches): at a constant 5e-3
-    (the start of a 10-epoch cosine) post-LayerNorm went unstable after the warm-up (6.38 -> 6.57
-    between batches 400 and 600) and pre-LayerNorm stalled (6.32-6.44 from batch 400 to 1,600); with
-    the inverse square-root decay pre-LayerNorm reached 6.01 at batch 1,000. The whole 4-epoch run
-    (2-core AVX-512 CPU, bf16 autocast, ~350 s an epoch): validation perplexity 174.3, 146.6, 138.5,
-    128.1; test 120.8 (benchmarks/results/full_profile_cpu.json). With weight decay 0.1 (fp32):
-    validation 179.7, 152.5, 144.3, 135.9, test 128.4; with 0.4, 0.03 nats behind 0.2 after two
-    epochs; over 5 epochs (decay 0.1) it overfits: validation 138.3, test 131.0.
-    The previous default, Adam's beta2 = 0.98 over 10 epochs: validation 209.3 and 176.6 after one
-    and two epochs, 150.2 after ten, test 142.5 (0.10 nats worse in 2.5 times the steps; with
-    dropout 0.2, test 145.0; without the weight decay as well, 150.7).
-    The runs that chose these settings, and those tried and not adopted (fixed cuts, the
-    assignment's order, dropout 0.3, 12 epochs, weight decay 0.3 and 0.4, a fall over the last half,
-    a linear decay to zero, post-LayerNorm with this decay, four heads, RAdam, a lower decay, an
-    average of the weights), are in the README's "Training speed and quality" and
-    benchmarks/results/.
+    `full` (the class defaults) is the largest model the box allows (emsize = nhid = 250, 4 layers,
+    2 heads), dropout 0.1, pre-LayerNorm, Adam (betas 0.9, 0.999) with decoupled weight decay 0.2
+    on the weight matrices and embeddings, at the lowest peak lr the box allows (5e-3) after 100
+    warm-up batches, then an inverse square-root decay and, over the last 20% of the 4 epochs, a
+    linear fall to zero; each epoch cuts the text at a seeded random row in [0, 35) and visits the
+    chunks in a seeded random order. It is the configuration with the best validation perplexity
+    among the recorded trials (docs/tuning.md says which, and why the others lost).
     """
     if profile == "full":
         return HParams()
     if profile == "quick":
-        # A few hundred batches on a slice of the data:
-        # the whole build fits in minutes on a laptop CPU.
+        # a few hundred batches on a slice of the data: the whole build fits in minutes on a CPU
         return HParams(
             epochs=2, max_train_batches=150, max_eval_batches=60, warmup_batches=50, log_interval=50
         )
@@ -319,9 +300,8 @@ def profile_defaults(profile: str) -> HParams:
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
     """Accept ints where floats are expected (a notebook parameter `lr = 5` for `5.0`);
     refuse wrong types."""
-    if not isinstance(
-        annotation, str
-    ):  # real types when the class is defined without postponed annotations
+    # real types when the class is defined without postponed annotations
+    if not isinstance(annotation, str):
         annotation = annotation.__name__ if isinstance(annotation, type) else str(annotation)
     if annotation == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):

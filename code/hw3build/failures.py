@@ -1,7 +1,7 @@
 """Whether an executed notebook ran to the end, and if not, which cell stopped it and in which task.
 
-Success is read from the notebook itself, never from papermill's return (NOTES.md): no ``error`` output,
-every non-empty code cell has an execution count, no cell has ``metadata.papermill.exception`` set.
+Success is read from the notebook itself, never from papermill's return: no ``error`` output, every
+non-empty code cell has an execution count, no cell has ``metadata.papermill.exception`` set.
 
 A cell that raised has an error output. A cell that ran past its timeout or whose kernel died has none of
 its own: papermill marks it "completed" and gives up, so the first cell *without* a count is the next

@@ -169,24 +169,17 @@ def notebook_answer_labels(nb: nbformat.NotebookNode) -> set[str]:
 
 
 def support_groups(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    """The support code's index for the appendix, escaped: per support cell its number and what it is
-    for, each public definition (signature, purpose), its private helpers and constants by name."""
-    groups = []
-    for cell in support_index(nb):
-        names = [d.signature.removeprefix("class ").split("(")[0] for d in cell.definitions]
-        public = [d for d, name in zip(cell.definitions, names, strict=True) if not name.startswith("_")]
-        helpers = [name for name in names if name.startswith("_")]
-        names = helpers + cell.constants
-        groups.append(
-            {
-                "cell": "" if cell.number is None else str(cell.number),
-                "title": escape_latex(cell.title),
-                "definitions": [(escape_latex(d.signature), escape_latex(d.purpose)) for d in public],
-                "names": escape_latex(", ".join(names)),
-                "runs": escape_latex("; ".join(cell.runs)),
-            }
-        )
-    return groups
+    """The support code's index for the appendix, escaped: per support cell its number, what it is for
+    (its opening comment) and the names of its public definitions (functions as ``name()``); the code
+    itself, with each definition's docstring, is in the notebook's collapsed cell."""
+    return [
+        {
+            "cell": "" if cell.number is None else str(cell.number),
+            "title": escape_latex(cell.title),
+            "names": escape_latex(", ".join(cell.definitions)),
+        }
+        for cell in support_index(nb)
+    ]
 
 
 def _short(digest: Any) -> str:
