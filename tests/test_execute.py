@@ -347,3 +347,19 @@ def test_leftover_temporary_files_are_removed(tmp_path: Path) -> None:
     runs.recover(run_root)
     assert sorted(p.name for p in run_root.iterdir()) == [key]
     assert not list((run_root / key).glob(".*.tmp"))
+
+
+def test_papermill_lines_that_mislead_are_not_shown() -> None:
+    # papermill misreads the grouped parameters cell and warns about names it defines (log_interval);
+    # our own check (resolve_parameters) refuses the unknown ones
+    import logging
+
+    from hw3build.execute import _QuietCellMarkers
+
+    def shown(message: str) -> bool:
+        record = logging.LogRecord("papermill", logging.WARNING, __file__, 1, message, None, None)
+        return _QuietCellMarkers().filter(record)
+
+    assert not shown("Passed unknown parameter: log_interval")
+    assert not shown("Executing Cell 12---------------------------------------")
+    assert shown("cache hit: build/run/abc")

@@ -535,6 +535,25 @@ def test_the_comparison_runs_the_given_train_and_finds_the_fast_path_equal() -> 
     assert "relative difference" in text and "tolerance 0.0001, fp32" in text and "x faster" in text
 
 
+def test_the_speed_comparison_is_not_biased_by_a_slow_spell_of_the_machine() -> None:
+    # the machine is slow for the first 12 calls (the two warm-ups and five batches of each path),
+    # then fast: timing one path after the other would charge the whole slow spell to the first
+    import time
+
+    from hw3.train import ms_per_batch
+
+    hp, model, data = comparison_setup()
+    calls = []
+
+    def sleeper(*args) -> None:
+        calls.append(1)
+        time.sleep(0.02 if len(calls) <= 12 else 0.001)
+
+    ms = ms_per_batch(model, hp, {"given": sleeper, "fast": sleeper}, data, batches=10)
+    assert len(calls) == 22
+    assert 0.8 < ms["given"] / ms["fast"] < 1.25
+
+
 def test_the_comparison_catches_a_train_that_computes_another_loss() -> None:
     hp, model, data = comparison_setup()
 

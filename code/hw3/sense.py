@@ -128,7 +128,7 @@ def samples_table(epochs: list[dict]) -> str:
     lines = [
         "| epoch | valid ppl | the sentence of that epoch's model (the same seed) | pairs seen |",
         # the dashes set the columns' widths when the table is wrapped to the page
-        "|--:|----:|:--------------------------------------------|-----:|",
+        "|-----:|-----:|:----------------------------------------|-----:|",
     ]
     for row in epochs:
         sentence = markdown_escape(row["sentence"])

@@ -15,6 +15,7 @@ python -m hw3.train trains outside the notebook with these functions (its comman
 import copy
 import math
 import random
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -483,20 +484,27 @@ def step_gradient(model: nn.Module, hp: HParams, run_epoch) -> tuple[Tensor, Any
     return received[0], returned
 
 
-def ms_per_batch(model: nn.Module, hp: HParams, run_epoch, rows: Tensor, batches: int) -> float:
-    """Milliseconds per batch of run_epoch(model, optimizer, scheduler, rows) on a copy of model,
-    after one batch of warm-up."""
-    model = copy.deepcopy(model)
-    optimizer = make_optimizer(model, hp)
-    scheduler = make_scheduler(optimizer, hp, batches + 1)
-    run_epoch(model, optimizer, scheduler, rows[: hp.bptt + 1])  # warm-up
-    if rows.device.type == "cuda":
-        torch.cuda.synchronize(rows.device)
-    start = time.perf_counter()
-    run_epoch(model, optimizer, scheduler, rows)
-    if rows.device.type == "cuda":
-        torch.cuda.synchronize(rows.device)
-    return (time.perf_counter() - start) * 1000 / batches
+def ms_per_batch(model: nn.Module, hp: HParams, run_epochs: dict, rows: Tensor, batches: int):
+    """Median milliseconds per batch of each run_epoch(model, optimizer, scheduler, rows) in
+    run_epochs (name -> function), each on its own copy of model after one batch of warm-up. The
+    paths take turns batch by batch, so a machine that slows down for a while slows both alike."""
+    copies, times = {}, {name: [] for name in run_epochs}
+    for name, run_epoch in run_epochs.items():
+        copy_ = copy.deepcopy(model)
+        optimizer = make_optimizer(copy_, hp)
+        copies[name] = (copy_, optimizer, make_scheduler(optimizer, hp, batches + 1))
+        run_epoch(*copies[name], rows[: hp.bptt + 1])  # warm-up
+    for batch in range(batches):
+        one_batch = rows[batch * hp.bptt : (batch + 1) * hp.bptt + 1]
+        for name, run_epoch in run_epochs.items():
+            if rows.device.type == "cuda":
+                torch.cuda.synchronize(rows.device)
+            start = time.perf_counter()
+            run_epoch(*copies[name], one_batch)
+            if rows.device.type == "cuda":
+                torch.cuda.synchronize(rows.device)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 @dataclass
@@ -519,8 +527,8 @@ class PathComparison:
             f"(difference {abs(self.loss_fast - self.loss_given):.1e} nats)\n"
             f"  gradient the optimizer received: relative difference "
             f"{self.gradient_difference:.1e} (tolerance {self.tolerance:g}, {self.precision})\n"
-            f"Speed over {self.timed_batches} batches, dropout on: given train() "
-            f"{self.ms_given:.0f} ms/batch, fast path {self.ms_fast:.0f} ms/batch: "
+            f"Speed, median of {self.timed_batches} batches each, taking turns, dropout on: "
+            f"given train() {self.ms_given:.0f} ms/batch, fast path {self.ms_fast:.0f} ms/batch: "
             f"{self.ms_given / self.ms_fast:.1f}x faster"
         )
 
@@ -548,11 +556,11 @@ def compare_with_given_train(given_train, model, train_data, hp, ntokens, timed_
         grad_given, recorder = step_gradient(without_dropout(model), hp, given)
         grad_fast, loss_fast = step_gradient(without_dropout(model), hp, fast)
         rows = train_data[: timed_batches * hp.bptt + 1]
-        ms_given = ms_per_batch(model, hp, given, rows, timed_batches)
-        ms_fast = ms_per_batch(model, hp, fast, rows, timed_batches)
+        ms = ms_per_batch(model, hp, {"given": given, "fast": fast}, rows, timed_batches)
     difference = ((grad_fast - grad_given).norm() / grad_given.norm()).item()
     tolerance = GRADIENT_TOLERANCE[precision]
     loss_given = recorder.last.item()
+    ms_given, ms_fast = ms["given"], ms["fast"]
     return PathComparison(
         loss_given, loss_fast, difference, tolerance, precision, ms_given, ms_fast, timed_batches
     )
