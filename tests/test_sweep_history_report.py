@@ -37,6 +37,8 @@ def test_history_holds_every_recorded_trial_with_complete_settings() -> None:
         hp = HParams.from_dict(trial.user_attrs["hparams"])  # complete: every field, valid
         assert set(trial.user_attrs["hparams"]) == set(HParams().to_dict())
         assert {"device", "precision", "torch_version"} <= set(trial.user_attrs["run"])
+        name = trial.user_attrs["run"]["device_name"]  # "2-core AMD EPYC (AVX2, no bf16)", whole
+        assert name and name.count("(") == name.count(")"), name
         assert trial.user_attrs["git"]["commit"] and "judged_on_test" in trial.user_attrs
         assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
         if trial.user_attrs["history"]:

@@ -152,10 +152,21 @@ def machine_run(machine: str, device: str, torch_version: str | None) -> dict[st
     gpu = device.startswith("cuda")
     return {
         "device": device,
-        "device_name": "NVIDIA H200" if gpu else machine.split(",")[0].strip(),
+        "device_name": "NVIDIA H200" if gpu else _first_part(machine) or "not recorded",
         "precision": "bf16 autocast" if gpu or "bf16 autocast" in machine else "fp32",
         "torch_version": torch_version or "not recorded",
     }
+
+
+def _first_part(machine: str) -> str:
+    """``"2-core AMD EPYC (AVX2, no bf16)"`` of ``"2-core AMD EPYC (AVX2, no bf16), torch 2.13.0, fp32"``:
+    the text before the first comma outside parentheses."""
+    depth = 0
+    for index, char in enumerate(machine):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            return machine[:index].strip()
+    return machine.strip()
 
 
 def seconds_of(history: list[dict[str, Any]]) -> float | None:
