@@ -173,24 +173,18 @@ class RunRecorder:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:  # refuse bad hyper-parameters before any data is loaded
+    try:  # refuse bad hyper-parameters and a wrong --resume before any data is loaded
         profile, hp = run_settings(args)
         folder = wikitext2_dir(data_dir=args.data_dir)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        out, device = Path(args.out), resolve_device(args.device)
+        out.mkdir(parents=True, exist_ok=True)
+        resume = load_checkpoint(out / CHECKPOINT_NAME, hp, device) if args.resume else None
     except (ValueError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(args.device)
     started = time.time()
-    try:
-        resume = load_checkpoint(out / CHECKPOINT_NAME, hp, device) if args.resume else None
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
     vocab, train_data, val_data, test_data = load_splits(
         folder, hp.batch_size, hp.eval_batch_size, device
     )
@@ -201,41 +195,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming after epoch {resume['epoch']} of {hp.epochs}", flush=True)
     set_seed(hp.seed)
     model = build_model(len(vocab), hp).to(device)
-    recorder = RunRecorder(
-        out,
-        {"profile": profile, "hparams": hp.to_dict(), "run": run, "data": summary(folder)},
-        started,
-    )
-
-    def save_epoch(result: FitResult) -> None:  # after every epoch: what --resume continues from
-        recorder.save(result)
-        save_torch(
-            out / CHECKPOINT_NAME, {"hparams": hp.to_dict(), **checkpoint_state(model, result)}
-        )
-
-    # `kill PID` (SIGTERM) stops like Ctrl-C: the best model so far is kept, tested and saved
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    progress = sys.stderr.isatty()
-    result = fit(
-        model, train_data, val_data, hp, progress=progress, on_epoch_end=save_epoch, resume=resume
-    )
-    recorder.save(result)
+    base = {"profile": profile, "hparams": hp.to_dict(), "run": run, "data": summary(folder)}
+    recorder = RunRecorder(out, base, started)
+    result = train_saving_every_epoch(model, train_data, val_data, hp, recorder, resume)
     if result.best_model is None:
         print("no epoch finished; nothing to evaluate", file=sys.stderr)
         return 1
     try:
-        amp_dtype = autocast_dtype(device, hp.precision)
-        test_loss = evaluate(
-            result.best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches
-        )
-        print("=" * 89)
-        print(
-            f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}"
-        )
-        print("=" * 89)
-        sentences = generate_sentences(
-            result.best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed
-        )
+        test_loss, sentences = test_and_sample(result.best_model, test_data, vocab, hp, device)
     except KeyboardInterrupt:  # a (second) Ctrl-C or `kill` after training: what is saved stays
         print(
             f"Interrupted after training: the history ({out / METRICS_NAME}) and best weights "
@@ -243,13 +210,63 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    for sentence in sentences:
-        print(sentence)
     figure = out / CURVES_NAME
     plot_history(result.history, test_loss=test_loss, best_epoch=result.best_epoch, path=figure)
     recorder.save(result, test_loss=test_loss, sentences=sentences, figures=[CURVES_NAME])
     print(f"history: {out / METRICS_NAME}, best weights: {out / BEST_MODEL_NAME}, curve: {figure}")
     return 130 if result.interrupted else 0
+
+
+def train_saving_every_epoch(
+    model: torch.nn.Module,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    hp: HParams,
+    recorder: RunRecorder,
+    resume: dict[str, Any] | None,
+) -> FitResult:
+    """``fit``, saving the record, the best weights and the checkpoint ``--resume`` continues from
+    after every epoch; ``kill PID`` (SIGTERM) stops like Ctrl-C, keeping the best model so far."""
+    out = recorder.out
+
+    def save_epoch(result: FitResult) -> None:
+        recorder.save(result)
+        save_torch(
+            out / CHECKPOINT_NAME, {"hparams": hp.to_dict(), **checkpoint_state(model, result)}
+        )
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    result = fit(
+        model,
+        train_data,
+        val_data,
+        hp,
+        progress=sys.stderr.isatty(),
+        on_epoch_end=save_epoch,
+        resume=resume,
+    )
+    recorder.save(result)
+    return result
+
+
+def test_and_sample(
+    best_model: torch.nn.Module,
+    test_data: torch.Tensor,
+    vocab: Any,
+    hp: HParams,
+    device: torch.device,
+) -> tuple[float, list[str]]:
+    """The best model's test loss (printed as the assignment's end-of-training line) and its three
+    20-word sentences (printed)."""
+    amp_dtype = autocast_dtype(device, hp.precision)
+    test_loss = evaluate(best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches)
+    print("=" * 89)
+    print(f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}")
+    print("=" * 89)
+    sentences = generate_sentences(best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed)
+    for sentence in sentences:
+        print(sentence)
+    return test_loss, sentences
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
