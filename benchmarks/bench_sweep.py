@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", help="unchecked wiki.{train,valid,test}.tokens (to check the script)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    for name in ("data_dir", "corpus"):  # the studies run in a temporary folder
+        if getattr(args, name):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
     print(f"{args.trials} trials of {args.epochs} epochs x {args.batches} batches (whole validation split), "
           f"device {args.device}, {os.cpu_count()} CPUs")  # fmt: skip
     print(f"{'K':>3} {'seconds':>9} {'trials/hour':>12} {'vs K=1':>7}")

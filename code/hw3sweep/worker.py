@@ -36,6 +36,7 @@ from hw3.data import load_splits, summary
 from hw3.fastpath import TrainingDiverged
 from hw3.files import write_atomic
 from hw3.hparams import FIXED, HParams
+from hw3.metrics import perplexity
 from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR
 from hw3.train import build_model, fit, resolve_device, resolved_run, set_seed
 from optuna.storages._heartbeat import get_heartbeat_thread
@@ -114,6 +115,8 @@ class Trainer:
         def report(result: Any) -> None:
             row = result.history[-1]
             trial.set_user_attr("history", result.history)  # the curve survives a kill
+            if not math.isfinite(row["val_ppl"]):  # a finite loss whose exp() no float holds
+                raise TrainingDiverged(f"validation loss {row['val_loss']:.4g} after epoch {row['epoch']}")
             trial.report(row["val_ppl"], step=row["epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned(
@@ -122,16 +125,16 @@ class Trainer:
 
         try:
             result = fit(model, self.train_data, self.val_data, hp, progress=False, on_epoch_end=report)
-        except (TrainingDiverged, OverflowError) as exc:
-            # a configuration whose loss became NaN, or whose validation loss is beyond exp()'s
-            # range (hw3.train.fit prints its perplexity): as bad as a configuration gets
+        except TrainingDiverged as exc:
+            # a configuration whose loss became NaN, or whose validation perplexity is past a
+            # float's range: as bad as a configuration gets
             trial.set_user_attr("diverged", f"{type(exc).__name__}: {exc}")
             raise optuna.TrialPruned(f"diverged ({exc})") from None
         trial.set_user_attr("train_seconds", result.train_seconds)
         if result.interrupted:
             raise KeyboardInterrupt
         trial.set_user_attr("best_epoch", result.best_epoch)
-        value = math.exp(result.best_val_loss)
+        value = perplexity(result.best_val_loss)  # finite: every epoch's was checked above
         keep_if_best(trial.study, trial.number, value, result.best_model, study)
         return value
 
