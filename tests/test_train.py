@@ -533,6 +533,7 @@ def test_the_comparison_runs_the_given_train_and_finds_the_fast_path_equal() -> 
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # copies were trained
     text = str(result)
     assert "relative difference" in text and "tolerance 0.0001, fp32" in text and "x faster" in text
+    assert max(len(line) for line in text.splitlines()) <= 100  # a printed line the PDF does not wrap
 
 
 def test_the_speed_comparison_is_not_biased_by_a_slow_spell_of_the_machine() -> None:

@@ -527,8 +527,8 @@ class PathComparison:
             f"(difference {abs(self.loss_fast - self.loss_given):.1e} nats)\n"
             f"  gradient the optimizer received: relative difference "
             f"{self.gradient_difference:.1e} (tolerance {self.tolerance:g}, {self.precision})\n"
-            f"Speed, median of {self.timed_batches} batches each, taking turns, dropout on: "
-            f"given train() {self.ms_given:.0f} ms/batch, fast path {self.ms_fast:.0f} ms/batch: "
+            f"Speed, median of {self.timed_batches} batches each, taking turns, dropout on:\n"
+            f"  given train() {self.ms_given:.0f} ms/batch, fast path {self.ms_fast:.0f} ms/batch: "
             f"{self.ms_given / self.ms_fast:.1f}x faster"
         )
 

@@ -85,6 +85,7 @@ _LATEX_SPECIALS = {
     ">": r"\textgreater{}",
     "[": "{[}",  # after a table row's \\, "[" would open its optional argument (as pandoc writes it)
     "]": "{]}",
+    '"': r"\textquotedbl{}",  # TeX's ligatures would print both quotes of "a" as a closing quote
 }
 
 

@@ -40,8 +40,9 @@ NAMES = (
 )  # fmt: skip
 PAIRS = [NAMES[i : i + 2] for i in range(0, len(NAMES), 2)]
 ID1, ID2 = "123456782", "012345674"
-# TeX prints ' ` and " as typographic quotes (its ligatures): read them back as typed.
-_QUOTES = {0x2019: "'", 0x2018: "`", 0x201D: '"'}
+# TeX prints ' and ` as typographic quotes (its ligatures): read them back as typed. A double quote
+# must come out straight: TeX would print both quotes of "a" as a closing one.
+_QUOTES = {0x2019: "'", 0x2018: "`"}
 _WORD = re.compile(r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>')
 
 
