@@ -28,11 +28,13 @@ from hw3build.latex import (
     read_log,
     run_latexmk,
 )
+from hw3build.literal import markdown_literal
 from hw3build.nbtex import (
     clean_stream_text,
     collapse_carriage_returns,
     display_width,
     mark_completed_lines,
+    notebook_to_latex,
     prepare_notebook,
     tighten_inline_math,
     wrap_columns,
@@ -403,6 +405,18 @@ def test_completed_lines_are_set_on_a_band() -> None:
     assert lines[0].startswith("\\hwcompleted{\\PY{n}{x}") and lines[0].endswith("completed}}")
     assert lines[1].startswith("    \\hwcompleted{\\PY{n}{y}")  # the indentation stays outside the band
     assert "hwcompleted" not in lines[2]
+
+
+def test_an_escaped_double_quote_in_markdown_prints_as_typed() -> None:
+    """Pandoc wrote a name's escaped double quote as a bare ", which TeX prints as a closing quote on
+    both sides; a quotation in prose stays typographic."""
+    name = markdown_literal('"Quoted" #!/bin/sh')
+    cell = new_markdown_cell(name + ' said "hi"')
+    output = new_output("display_data", data={"text/markdown": markdown_literal('a "b"')})
+    code = new_code_cell("display(x)", outputs=[output])
+    body = notebook_to_latex(new_notebook(cells=[new_markdown_cell("# Part 2"), cell, code])).body
+    assert r"\textquotedbl{}Quoted\textquotedbl{}" in body and "said ``hi''" in body
+    assert r"a \textquotedbl{}b\textquotedbl{}" in body and '"' not in body
 
 
 def test_the_answer_index_links_each_part_and_task() -> None:

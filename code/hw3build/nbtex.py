@@ -123,6 +123,13 @@ def tighten_inline_math(text: str) -> str:
     return "".join(parts)
 
 
+def straight_double_quotes(latex: str) -> str:
+    """Pandoc's LaTeX for a Markdown cell with each bare ``"`` as ``\\textquotedbl{}``. Pandoc writes a
+    quotation it recognises as ````...''`` and an escaped double quote (``\\"``: a name as typed, a
+    generated sentence) as a bare ``"``, which TeX's ligatures print as a closing quote."""
+    return latex.replace('"', r"\textquotedbl{}")
+
+
 def mark_completed_lines(latex: str) -> str:
     """Highlighted code whose lines end in a ``# completed`` comment, those lines set on a coloured band
     (``\\hwcompleted``, defined in the report's preamble): the lines the students filled in."""
@@ -335,6 +342,7 @@ def notebook_to_latex(nb: nbformat.NotebookNode, sanitize: Callable[[str], str] 
     printable = prepare_notebook(nb, sanitize)
     exporter = LatexExporter(template_file=NOTEBOOK_TEMPLATE, extra_template_paths=[str(TEMPLATE_DIR)])
     exporter.register_filter("mark_completed_lines", mark_completed_lines)
+    exporter.register_filter("straight_double_quotes", straight_double_quotes)
     resources = {"output_files_dir": FIGURES_DIR, "charlim": CODE_COLUMNS}
     latex, resources = exporter.from_notebook_node(printable, resources=resources)
     head, marker, rest = latex.partition(BODY_MARKER)
