@@ -44,14 +44,19 @@ def test_a_trial_completes_with_its_complete_record(trainer, tmp_path, monkeypat
     assert (tmp_path / "build" / "sweeps" / "t" / "weights" / "trial-0.pt").is_file()  # the best so far
 
 
+def one_trial_with(trainer, monkeypatch, fit) -> optuna.trial.FrozenTrial:
+    """The one trial of a new study whose worker trains with ``fit``."""
+    monkeypatch.setattr(worker, "fit", fit)
+    study = new_study()
+    worker.run_one(study, study.ask(), trainer, args())
+    return study.get_trials()[0]
+
+
 def test_a_diverged_configuration_is_pruned_not_a_crash(trainer, monkeypatch) -> None:
     def diverge(*args, **kwargs):
         raise worker.TrainingDiverged("loss became nan")
 
-    monkeypatch.setattr(worker, "fit", diverge)
-    study = new_study()
-    worker.run_one(study, study.ask(), trainer, args())
-    trial = study.get_trials()[0]
+    trial = one_trial_with(trainer, monkeypatch, diverge)
     assert trial.state == TrialState.PRUNED and "TrainingDiverged" in trial.user_attrs["diverged"]
 
 
@@ -71,10 +76,7 @@ def test_a_validation_loss_past_exps_range_is_pruned_not_a_crash(trainer, monkey
         result.best_val_loss = 800.0
         return result
 
-    monkeypatch.setattr(worker, "fit", past_range)
-    study = new_study()
-    worker.run_one(study, study.ask(), trainer, args())
-    trial = study.get_trials()[0]
+    trial = one_trial_with(trainer, monkeypatch, past_range)
     assert trial.state == TrialState.PRUNED and "validation loss 800" in trial.user_attrs["diverged"]
 
 

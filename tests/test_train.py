@@ -7,11 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hw3.fastpath import TrainingDiverged, clip_and_step, train_fast
-from hw3.hparams import HParams
+from hw3.hparams import HParams, profile_defaults
 from hw3.model import TransformerModel
 from hw3.plots import plot_history
 from hw3.train import (
     EpochWeights,
+    build_model,
     checkpoint_state,
     compare_with_given_train,
     count_batches,
@@ -598,3 +599,14 @@ def test_epoch_weights_keep_a_copy_of_every_epoch() -> None:
         )
     best = result.best_model.state_dict()
     assert all(torch.equal(kept.states[result.best_epoch][k], v) for k, v in best.items())
+
+
+def test_building_the_model_prints_no_warning() -> None:
+    """torch warned on every pre-LayerNorm model that it skips a fast path used only with padding
+    masks (which the model never takes): one stray line at the end of each tuning report."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_model(100, profile_defaults("quick"))
+    assert [str(w.message) for w in caught] == []

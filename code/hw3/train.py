@@ -18,6 +18,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -113,9 +114,11 @@ def tie_weights(model: nn.Module) -> nn.Module:
 def build_model(ntokens: int, hp: HParams) -> TransformerModel:
     """The given TransformerModel with the hyper-parameters' sizes, dropout and LayerNorm placement
     (and the decoder tied to the embedding when hp.tie_weights)."""
-    model = TransformerModel(
-        ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first
-    )
+    with warnings.catch_warnings():  # pre-LN skips a fast path torch uses only with padding masks
+        warnings.filterwarnings("ignore", message=".*use_nested_tensor is False")
+        model = TransformerModel(
+            ntokens, hp.emsize, hp.nhead, hp.nhid, hp.nlayers, hp.dropout, hp.norm_first
+        )
     return tie_weights(model) if hp.tie_weights else model
 
 
