@@ -610,3 +610,11 @@ def test_building_the_model_prints_no_warning() -> None:
         warnings.simplefilter("always")
         build_model(100, profile_defaults("quick"))
     assert [str(w.message) for w in caught] == []
+
+
+def test_the_history_table_prints_a_test_loss_past_exps_range() -> None:
+    """A diverged run's test loss (finite, past exp()'s range) made the table raise OverflowError."""
+    from hw3.plots import history_table
+
+    row = {"epoch": 1, "train_loss": 6.0, "val_loss": 800.0, "val_ppl": float("inf"), "lr": 1e-3}
+    assert "inf" in history_table([row], 800.0, 1).splitlines()[-1]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import math
 import signal
 import sys
 import time
@@ -30,7 +29,7 @@ from hw3.download import DataError, wikitext2_dir
 from hw3.files import write_atomic
 from hw3.generate import generate_sentences
 from hw3.hparams import PROFILES, HParams, profile_defaults
-from hw3.metrics import METRICS_NAME, metrics_record, write_metrics
+from hw3.metrics import METRICS_NAME, metrics_record, perplexity, write_metrics
 from hw3.plots import plot_history
 from hw3.studies import StudyError, load_trial, trial_hparams
 from hw3.train import (
@@ -261,7 +260,7 @@ def test_and_sample(
     amp_dtype = autocast_dtype(device, hp.precision)
     test_loss = evaluate(best_model, test_data, hp.bptt, None, amp_dtype, hp.max_eval_batches)
     print("=" * 89)
-    print(f"| End of training | test loss {test_loss:5.2f} | test ppl {math.exp(test_loss):8.2f}")
+    print(f"| End of training | test loss {test_loss:5.2f} | test ppl {perplexity(test_loss):8.2f}")
     print("=" * 89)
     sentences = generate_sentences(best_model, vocab, n_sentences=3, nwords=20, seed=hp.seed)
     for sentence in sentences:

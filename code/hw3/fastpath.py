@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from hw3.data import get_batch
 from hw3.fast_dropout import fast_dropout
 from hw3.fused_loss import hidden_states, linear_cross_entropy
+from hw3.metrics import perplexity
 
 
 class TrainingDiverged(RuntimeError):
@@ -116,7 +117,7 @@ class EpochLog:
             line = (
                 f"| epoch {self.epoch:3d} | {batch:5d}/{self.num_batches:5d} batches | "
                 f"lr {lr:.2e} | ms/batch {ms_per_batch:5.2f} | "
-                f"loss {cur_loss:5.2f} | ppl {math.exp(cur_loss):8.2f}"
+                f"loss {cur_loss:5.2f} | ppl {perplexity(cur_loss):8.2f}"
             )
             if self.bar.disable:
                 print(line, flush=True)

@@ -6,6 +6,7 @@ import math
 import matplotlib.pyplot as plt
 
 from hw3.files import write_atomic
+from hw3.metrics import perplexity
 
 # The figure is printed at its own size (6.3 x 2.6 inches fit the PDF's text width), so these font
 # sizes are the sizes on paper.
@@ -26,7 +27,7 @@ def history_table(history, test_loss=None, best_epoch=None) -> str:
         )
     if test_loss is not None:
         lines.append(
-            f" test | {'':10} | {test_loss:10.3f} | {math.exp(test_loss):9.2f} | (best model)"
+            f" test | {'':10} | {test_loss:10.3f} | {perplexity(test_loss):9.2f} | (best model)"
         )
     return "\n".join(lines)
 

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor
 
+from hw3.metrics import perplexity
+
 
 def running_text(batched: Tensor) -> Tensor:
     """Batchified data [rows, columns] back to one sequence of token ids, column after column."""
@@ -90,7 +92,7 @@ def sense_check(
     stretches = [longest_seen_stretch(row, known_triples, ntokens) for row in generated]
     val_ppl = {row["epoch"]: row["val_ppl"] for row in history}
     return {
-        "test_ppl": math.exp(test_loss),
+        "test_ppl": perplexity(test_loss),
         "unigram_ppl": unigram_perplexity(train_text, targets, ntokens),
         "pair_share": seen_share(generated, known_pairs, 2, ntokens),
         "pair_share_unigram": seen_share(drawn, known_pairs, 2, ntokens),

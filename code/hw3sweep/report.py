@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 from hw3.files import write_atomic
 from hw3.hparams import HParams, profile_defaults
+from hw3.metrics import perplexity
 from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR, trial_hparams
 from optuna.trial import FrozenTrial, TrialState
 
@@ -181,7 +182,7 @@ def test_result(study: optuna.Study, trial: FrozenTrial, data_folder: Path | Non
         return (f"not evaluated ({why}); `python -m hw3.train --from-study {study.study_name} "
                 f"--trial {trial.number}` retrains it and reports it")  # fmt: skip
     loss = evaluate_test(trial, weights, data_folder)
-    entry = {"trial": trial.number, "test_loss": loss, "test_ppl": math.exp(loss),
+    entry = {"trial": trial.number, "test_loss": loss, "test_ppl": perplexity(loss),
              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     study.set_user_attr(TEST_EVALUATIONS, [*study.user_attrs.get(TEST_EVALUATIONS, []), entry])
     return f"{entry['test_ppl']:.1f}, evaluated once now (after the choice by validation)"
