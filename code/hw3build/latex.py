@@ -87,6 +87,7 @@ _LATEX_SPECIALS = {
     "]": "{]}",
     '"': r"\textquotedbl{}",  # TeX's ligatures would print both quotes of "a" as a closing quote
 }
+STRAIGHT_DOUBLE_QUOTE = _LATEX_SPECIALS['"']
 
 
 def _escape_chars(text: str) -> str:

@@ -34,7 +34,7 @@ from nbconvert.exporters import LatexExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor, TagRemovePreprocessor
 from traitlets import Any as AnyTrait
 
-from hw3build.latex import ReportError
+from hw3build.latex import STRAIGHT_DOUBLE_QUOTE, ReportError
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "report"
 NOTEBOOK_TEMPLATE = "notebook.tex.j2"
@@ -127,7 +127,7 @@ def straight_double_quotes(latex: str) -> str:
     """Pandoc's LaTeX for a Markdown cell with each bare ``"`` as ``\\textquotedbl{}``. Pandoc writes a
     quotation it recognises as ````...''`` and an escaped double quote (``\\"``: a name as typed, a
     generated sentence) as a bare ``"``, which TeX's ligatures print as a closing quote."""
-    return latex.replace('"', r"\textquotedbl{}")
+    return latex.replace('"', STRAIGHT_DOUBLE_QUOTE)
 
 
 def mark_completed_lines(latex: str) -> str:
