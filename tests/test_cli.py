@@ -68,7 +68,7 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
     args = ["--profile", "quick", "--data-dir", str(real_data_dir), "--out", str(tmp_path), "--threads", "1",
             "--set", "epochs=2", "max_train_batches=2", "max_eval_batches=2", "warmup_batches=1"]  # fmt: skip
     assert main([*args, "--resume"]) == 2 and "no checkpoint" in capsys.readouterr().err
-    real_train, calls = train_module.train_fast, []
+    real_train, calls = train_module.train, []
 
     def stopped_in_epoch_two(*a, **k):
         calls.append(1)
@@ -76,9 +76,9 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real_train(*a, **k)
 
-    monkeypatch.setattr(train_module, "train_fast", stopped_in_epoch_two)
+    monkeypatch.setattr(train_module, "train", stopped_in_epoch_two)
     assert main(args) == 130  # Ctrl-C in epoch 2: epoch 1 is kept, and its checkpoint
-    monkeypatch.setattr(train_module, "train_fast", real_train)
+    monkeypatch.setattr(train_module, "train", real_train)
     assert main([*args[:-3], "max_train_batches=3", *args[-2:], "--resume"]) == 2  # other hyper-parameters
     assert "other hyper-parameters (max_train_batches: 2 there, 3 now)" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0

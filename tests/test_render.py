@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -177,12 +178,54 @@ def test_the_given_code_with_the_completed_lines_marked(notebook) -> None:
     train = sources["def train"]
     assert "output = model(data, src_mask)  # completed" in train
     assert "loss = criterion(output.view(-1, ntokens), targets)  # completed" in train
-    assert "torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)" in train  # the given lines, as given
+    assert "optimizer.zero_grad()\n            loss.backward()\n" in train  # the given lines, as given
+    assert "# clip_grad_norm_(params, clip), folded into the fused optimizer's update" in train
     assert "target = source[i + 1 : i + 1 + seq_len].reshape(-1)  # completed" in sources["def get_batch"]
     assert "epochs = hp.epochs  # completed" in sources["def fit"]
-    assert "# completed: train() here, by its fast path" in sources["def fit"]
+    assert "train(  # completed: train() with this run's recipe" in sources["def fit"]
     flow = [c.source for c in code_cells(notebook) if SUPPORT_TAG not in c.metadata.get("tags", [])]
-    assert any("compare_with_given_train(train, model" in s for s in flow)  # the check beside train()
+    assert any("check_loss_lines(train, model" in s for s in flow)  # the check beside train()
+
+
+def _functions(source: str) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)}
+
+
+def _calls(node: ast.AST) -> set[str]:
+    """The names of the functions and methods node calls."""
+    calls = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call):
+            calls.add(n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", ""))
+    return calls
+
+
+def _trains(function: ast.FunctionDef) -> bool:
+    """A training loop: a for loop whose body takes a backward pass."""
+    return any(isinstance(n, ast.For) and "backward" in _calls(n) for n in ast.walk(function))
+
+
+def test_the_train_shown_in_task4_is_the_only_training_loop_and_the_epoch_loop_calls_it(notebook) -> None:
+    cells = code_cells(notebook)
+    task4 = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("### Task 4"))
+    task5 = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("### Task 5"))
+    defining = [c for c in cells if "train" in _functions(c.source)]
+    assert len(defining) == 1  # one train(), in a visible cell of Task 4
+    (train_cell,) = defining
+    assert SUPPORT_TAG not in train_cell.metadata.get("tags", [])
+    assert task4 < notebook.cells.index(train_cell) < task5
+    loops = [(name, c) for c in cells for name, f in _functions(c.source).items() if _trains(f)]
+    assert [name for name, _ in loops] == ["train"]  # no other loop takes training steps
+    # the epoch loop, visible in Task 4, calls train() every epoch, and the training cell runs it
+    (fit_cell,) = [c for c in cells if "fit" in _functions(c.source)]
+    assert (
+        SUPPORT_TAG not in fit_cell.metadata.get("tags", [])
+        and task4 < notebook.cells.index(fit_cell) < task5
+    )
+    epoch_loop = next(n for n in ast.walk(_functions(fit_cell.source)["fit"]) if isinstance(n, ast.For))
+    assert "train" in _calls(epoch_loop) and "evaluate" in _calls(epoch_loop)
+    training = next(c for c in cells if "training" in c.metadata.get("tags", []))
+    assert "fit" in _calls(ast.parse(training.source))
 
 
 def test_each_task_marks_its_answer_cell_and_the_training_cell(notebook) -> None:

@@ -6,15 +6,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hw3.fastpath import TrainingDiverged, clip_and_step, train_fast
 from hw3.hparams import HParams, profile_defaults
+from hw3.loss_check import check_loss_lines, ms_per_batch, without_dropout
 from hw3.model import TransformerModel
 from hw3.plots import plot_history
+from hw3.recipe import TrainingDiverged, clip_and_step
+from hw3.reference import given_train
 from hw3.train import (
     EpochWeights,
     build_model,
     checkpoint_state,
-    compare_with_given_train,
     count_batches,
     epoch_slice,
     evaluate,
@@ -25,7 +26,6 @@ from hw3.train import (
     set_seed,
     tie_weights,
     train,
-    without_dropout,
 )
 
 VOCAB = 24
@@ -87,12 +87,18 @@ def test_count_batches() -> None:
     assert count_batches(torch.zeros(72, 2), 35) == 3  # the last batch has one row
 
 
+def train_epoch(model, bptt, data, optimizer, scheduler, epoch, **recipe) -> float:
+    """One epoch of train() (the notebook's) on the tiny vocabulary, no progress bar."""
+    criterion = torch.nn.CrossEntropyLoss()
+    return train(model, bptt, data, criterion, VOCAB, optimizer, scheduler, epoch, progress=False, **recipe)
+
+
 def run_epoch(fast: bool, model, data, optimizer, scheduler, epoch: int = 1, **options) -> None:
-    """One epoch by the given train() (fast=False) or by train_fast."""
+    """One epoch by the assignment's given train() (fast=False) or by the notebook's train()."""
     if fast:
-        train_fast(model, 10, data, optimizer, scheduler, epoch, progress=False, **options)
+        train_epoch(model, 10, data, optimizer, scheduler, epoch, **options)
     else:
-        train(model, 10, data, torch.nn.CrossEntropyLoss(), VOCAB, optimizer, scheduler, epoch)
+        given_train(model, 10, data, torch.nn.CrossEntropyLoss(), VOCAB, optimizer, scheduler, epoch)
 
 
 @pytest.mark.parametrize("fast", [False, True])
@@ -108,7 +114,24 @@ def test_a_tiny_corpus_is_overfit(fast: bool) -> None:
     assert evaluate(model, data, bptt=10) < 0.3
 
 
-def test_the_fast_path_gives_the_same_training_as_the_given_train() -> None:
+def test_train_with_its_recipe_off_takes_the_given_steps() -> None:
+    """The two completed lines as written, torch's dropout, no autocast, the chunks in order: the
+    notebook's train() is then the given train() step for step (dropout on: the same masks)."""
+    data = torch.randint(VOCAB, (61, 4))
+    losses, weights = [], []
+    for fast in (False, True):
+        model = tiny_model(dropout=0.2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        torch.manual_seed(5)
+        run_epoch(fast, model, data, optimizer, scheduler, fused_loss=False, cheap_dropout=False)
+        losses.append(evaluate(model, data, bptt=10))
+        weights.append(torch.cat([p.detach().reshape(-1) for p in model.parameters()]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    assert torch.allclose(weights[0], weights[1], rtol=0, atol=1e-6)
+
+
+def test_the_fused_loss_gives_the_same_training_as_the_given_train() -> None:
     data = torch.randint(VOCAB, (61, 4))
     losses = []
     for fast in (False, True):
@@ -124,10 +147,15 @@ def test_the_given_train_prints_the_given_log_line(capsys) -> None:
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.95)
-    train(model, 5, torch.randint(VOCAB, (61, 2)), torch.nn.CrossEntropyLoss(), VOCAB, optimizer,
-          scheduler, 3, log_interval=4)  # fmt: skip
+    data = torch.randint(VOCAB, (61, 2))
+    given_train(model, 5, data, torch.nn.CrossEntropyLoss(), VOCAB, optimizer, scheduler, 3, log_interval=4)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("| epoch   3 |     4/   12 batches | lr 0.10 |")
+    # the notebook's train() prints the same line, the learning rate in a form that shows 5e-4 too
+    constant = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train(model, 5, data, torch.nn.CrossEntropyLoss(), VOCAB, optimizer, constant, 3, 4, progress=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("| epoch   3 |     4/   12 batches | lr 1.00e-01 |")
 
 
 def test_tied_weights_share_one_matrix_trained_from_both_sides() -> None:
@@ -407,16 +435,16 @@ def test_a_resumed_run_continues_exactly_where_it_stopped() -> None:
 @pytest.fixture
 def chunk_starts(monkeypatch) -> list[list[int]]:
     """The first row of every chunk ``train`` fetches; append an empty list to start recording an epoch."""
-    import hw3.fastpath as fastpath_module
+    import hw3.train as train_module
 
-    real_get_batch = fastpath_module.get_batch
+    real_get_batch = train_module.get_batch
     seen: list[list[int]] = [[]]
 
     def recording_get_batch(source, i, bptt):
         seen[-1].append(i)
         return real_get_batch(source, i, bptt)
 
-    monkeypatch.setattr(fastpath_module, "get_batch", recording_get_batch)
+    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
     return seen
 
 
@@ -435,16 +463,8 @@ def test_shuffled_epoch_visits_every_chunk_once_in_a_seeded_order(cheap_dropout:
         model, optimizer, scheduler = constant_lr_training()
         chunk_starts.append([])
         # the short chunk comes mid-epoch when shuffled: the full chunks after it still need the whole mask
-        loss = train_fast(
-            model,
-            10,
-            data,
-            optimizer,
-            scheduler,
-            1,
-            progress=False,
-            shuffle=shuffle,
-            cheap_dropout=cheap_dropout,
+        loss = train_epoch(
+            model, 10, data, optimizer, scheduler, 1, shuffle=shuffle, cheap_dropout=cheap_dropout
         )
         assert math.isfinite(loss)
     in_order, shuffled, again = chunk_starts[1:]
@@ -463,9 +483,9 @@ def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: b
         runs.append([])
         for epoch in (1, 2, 3, 4):
             chunk_starts.append([])
-            loss = train_fast(
-                model, 10, data, optimizer, scheduler, epoch, progress=False, shuffle=shuffle, random_offset=True
-            )  # fmt: skip
+            loss = train_epoch(
+                model, 10, data, optimizer, scheduler, epoch, shuffle=shuffle, random_offset=True
+            )
             assert math.isfinite(loss)
             runs[-1].append(chunk_starts[-1])
     first, again = runs
@@ -482,7 +502,7 @@ def test_random_offset_cuts_the_text_at_a_seeded_new_place_each_epoch(shuffle: b
 def test_without_random_offset_the_chunks_start_at_row_zero_as_in_the_assignment(chunk_starts) -> None:
     model, optimizer, scheduler = constant_lr_training()
     for epoch in (1, 2):
-        train_fast(model, 10, torch.randint(VOCAB, (96, 3)), optimizer, scheduler, epoch, progress=False)
+        train_epoch(model, 10, torch.randint(VOCAB, (96, 3)), optimizer, scheduler, epoch)
     assert chunk_starts[-1] == list(range(0, 95, 10)) * 2
 
 
@@ -499,13 +519,13 @@ def test_batch_order_and_chunk_boundaries_reach_train_through_fit(
     import hw3.train as train_module
 
     calls: list[bool] = []
-    real_train = train_module.train_fast
+    real_train = train_module.train
 
     def spy(*args, **kwargs):
         calls.append(kwargs[keyword])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_fast", spy)
+    monkeypatch.setattr(train_module, "train", spy)
     data = periodic_corpus(40, 2)
     for flag in (False, True):
         hp = tiny_hparams(epochs=1, **{field: flag})
@@ -520,29 +540,35 @@ def comparison_setup(dropout: float = 0.2) -> tuple[HParams, TransformerModel, t
     return hp, box_model(hp), torch.randint(VOCAB, (3 * hp.bptt + 1, 4))
 
 
-def test_the_comparison_runs_the_given_train_and_finds_the_fast_path_equal() -> None:
+def test_the_loss_check_runs_train_both_ways_and_finds_them_equal() -> None:
     hp, model, data = comparison_setup()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    result = compare_with_given_train(train, model, data, hp, VOCAB, timed_batches=2)
-    assert result.precision == "fp32" and result.tolerance == 1e-4
-    assert result.gradient_difference < result.tolerance
-    assert abs(result.loss_fast - result.loss_given) < 1e-5
-    assert result.loss_given == pytest.approx(math.log(VOCAB), rel=0.2)  # one batch of an untrained model
-    assert result.ms_given > 0 and result.ms_fast > 0 and result.timed_batches == 2
+    calls = []
+
+    def spy_train(*args, **kwargs):
+        calls.append(kwargs["fused_loss"])
+        return train(*args, **kwargs)
+
+    result = check_loss_lines(spy_train, model, data, hp, VOCAB, batches=3, timed_batches=2)
+    assert result.precision == "fp32" and result.loss_tolerance == 1e-4 and result.passed
+    assert result.batches == [1, 2, 3]  # three batches spread over the data, numbered from 1
+    assert max(result.gradient_difference) < result.gradient_tolerance
+    assert all(abs(a - b) < 1e-5 for a, b in zip(result.loss_written, result.loss_fused, strict=True))
+    assert result.loss_written[0] == pytest.approx(math.log(VOCAB), rel=0.2)  # an untrained model
+    assert result.ms_written > 0 and result.ms_fused > 0 and result.timed_batches == 2
+    assert calls.count(False) == calls.count(True) == 3 + 1 + 2  # checked, warmed up, timed
     assert torch.equal(rng, torch.get_rng_state())  # the training that follows is unaffected
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # copies were trained
     text = str(result)
-    assert "relative difference" in text and "tolerance 0.0001, fp32" in text and "x faster" in text
+    assert "loss 0.0001 nats, gradient 0.0001 (relative): both hold" in text and "x as fast" in text
     assert max(len(line) for line in text.splitlines()) <= 100  # a printed line the PDF does not wrap
 
 
 def test_the_speed_comparison_is_not_biased_by_a_slow_spell_of_the_machine() -> None:
-    # the machine is slow for the first 12 calls (the two warm-ups and five batches of each path),
-    # then fast: timing one path after the other would charge the whole slow spell to the first
+    # the machine is slow for the first 12 calls (the two warm-ups and five batches of each way),
+    # then fast: timing one way after the other would charge the whole slow spell to the first
     import time
-
-    from hw3.train import ms_per_batch
 
     hp, model, data = comparison_setup()
     calls = []
@@ -551,26 +577,30 @@ def test_the_speed_comparison_is_not_biased_by_a_slow_spell_of_the_machine() -> 
         calls.append(1)
         time.sleep(0.02 if len(calls) <= 12 else 0.001)
 
-    ms = ms_per_batch(model, hp, {"given": sleeper, "fast": sleeper}, data, batches=10)
+    ms = ms_per_batch(model, hp, {"written": sleeper, "fused": sleeper}, data, batches=10)
     assert len(calls) == 22
-    assert 0.8 < ms["given"] / ms["fast"] < 1.25
+    assert 0.8 < ms["written"] / ms["fused"] < 1.25
 
 
-def test_the_comparison_catches_a_train_that_computes_another_loss() -> None:
+def test_the_loss_check_catches_a_loss_line_that_computes_another_loss(monkeypatch) -> None:
+    """A decoder_cross_entropy that forgets the decoder's bias: the check must say so."""
+    import hw3.train as train_module
+    from hw3.fused_loss import hidden_states, linear_cross_entropy
+
     hp, model, data = comparison_setup()
+    with torch.no_grad():
+        model.decoder.bias.normal_()  # a bias that matters
 
-    def wrong_train(model, bptt, train_data, criterion, ntokens, optimizer, scheduler, epoch):
-        """The given train() with the targets not shifted: another loss, another gradient."""
-        data = train_data[:bptt]
-        loss = criterion(model(data, model.generate_square_subsequent_mask(bptt)).view(-1, ntokens),
-                         data.reshape(-1))  # fmt: skip
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        optimizer.step()
+    def without_bias(model, data, src_mask, targets):
+        hidden = hidden_states(model, data, src_mask).reshape(-1, model.ninp)
+        return linear_cross_entropy(
+            hidden, model.decoder.weight, torch.zeros_like(model.decoder.bias), targets
+        )
 
-    result = compare_with_given_train(wrong_train, model, data, hp, VOCAB, timed_batches=1)
-    assert result.gradient_difference > 100 * result.tolerance
+    monkeypatch.setattr(train_module, "decoder_cross_entropy", without_bias)
+    result = check_loss_lines(train, model, data, hp, VOCAB, batches=2, timed_batches=1)
+    assert not result.passed and "EXCEEDED" in str(result)
+    assert max(result.gradient_difference) > 100 * result.gradient_tolerance
 
 
 def test_without_dropout_switches_off_every_dropout_in_a_copy() -> None:

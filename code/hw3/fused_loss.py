@@ -1,4 +1,4 @@
-"""The fast training path: the model's decoder and `nn.CrossEntropyLoss` evaluated together.
+"""The decoder and `nn.CrossEntropyLoss` evaluated together (train()'s decoder_cross_entropy).
 
 The decoder (`nn.Linear(emsize, ntokens)`, 28,782 words) and the softmax over its output dominate
 a training step. `linear_cross_entropy` computes exactly
@@ -15,7 +15,8 @@ a training step. `linear_cross_entropy` computes exactly
     precision under autocast. The loss is `-log p(target)` from those stored probabilities: in
     bf16 each token's loss carries a rounding error below 0.002 nats, unbiased, so a batch's mean
     loss is accurate to ~1e-4 nats.
-`hidden_states` is `TransformerModel.forward` without its last line (the decoder).
+`hidden_states` is `TransformerModel.forward` without its last line (the decoder);
+`decoder_cross_entropy` is the two completed lines of train() computed by these two functions.
 """
 
 import math
@@ -175,3 +176,21 @@ def linear_cross_entropy(
     the matrix products run in `compute_dtype`, the softmax in fp32 (stored in `compute_dtype`).
     """
     return LinearCrossEntropy.apply(hidden, weight, bias, targets, compute_dtype, chunk_rows)
+
+
+def decoder_cross_entropy(model, data: Tensor, src_mask: Tensor, targets: Tensor) -> Tensor:
+    """The loss of train()'s two completed lines, `output = model(data, src_mask)` and
+    `loss = criterion(output.view(-1, ntokens), targets)`, computed without the
+    [seq_len * batch_size, ntokens] output tensor: the model up to its decoder (hidden_states), then
+    the decoder and the mean cross-entropy together (linear_cross_entropy). Under autocast the
+    matrix products run in autocast's dtype, the softmax in fp32, as for the two lines."""
+    hidden = hidden_states(model, data, src_mask)
+    hidden = hidden.reshape(-1, hidden.size(-1))
+    device_type = hidden.device.type
+    dtype = torch.float32
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+    with torch.autocast(device_type, enabled=False):  # linear_cross_entropy casts for itself
+        return linear_cross_entropy(
+            hidden, model.decoder.weight, model.decoder.bias, targets, dtype
+        )

@@ -1,13 +1,10 @@
 """Task 4: training and evaluation in the assignment's form.
 
 - evaluate(model, eval_data, ...) is the given function, its globals made arguments.
-- train(model, bptt, ...) is the given one-epoch function, its globals made arguments and its two
-  blanks completed: output = model(data, src_mask) and
-  loss = criterion(output.view(-1, ntokens), targets).
-- fit(...) is the given epoch loop, completed: validation after each epoch and the best model kept
-  as a real copy (the given best_model = model keeps a reference to the model, which trains on).
-  Its epochs run the fast path of the same train() (hw3/fastpath.py);
-  compare_with_given_train runs both on the same batch from the same weights.
+- train(model, bptt, ...) is the given one-epoch function, its globals made arguments, its two
+  blanks completed and this run's recipe added where it acts (its keyword arguments). It trains.
+- fit(...) is the given epoch loop, completed: train() then evaluate() every epoch, the best model
+  kept as a copy.
 
 python -m hw3.train trains outside the notebook with these functions (its command line: hw3/cli.py).
 """
@@ -15,10 +12,10 @@ python -m hw3.train trains outside the notebook with these functions (its comman
 import copy
 import math
 import random
-import statistics
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -28,10 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from hw3.data import get_batch
-from hw3.fastpath import train_fast
+from hw3.fast_dropout import fast_dropout
+from hw3.fused_loss import decoder_cross_entropy
 from hw3.hparams import HParams
 from hw3.metrics import perplexity
 from hw3.model import TransformerModel
+from hw3.recipe import EpochLog, chunk_starts, clip_and_step
 
 
 def set_seed(seed: int) -> None:
@@ -249,54 +248,60 @@ def evaluate(
 
 
 def train(
-    model, bptt, train_data, criterion, ntokens, optimizer, scheduler, epoch, log_interval=200
-):
-    """The given train(): one epoch, front to back; its globals are arguments."""
+    model,
+    bptt,
+    train_data,
+    criterion,
+    ntokens,
+    optimizer,
+    scheduler,
+    epoch,
+    log_interval=200,
+    *,
+    clip=0.5,
+    amp_dtype=None,
+    max_batches=None,
+    shuffle=False,
+    random_offset=False,
+    fused_loss=True,
+    cheap_dropout=True,
+    progress=None,
+) -> float:
+    """The given train(): one epoch; its globals are arguments, its blanks completed. The keyword
+    arguments are this run's recipe, each used where it acts. Returns the epoch's mean loss."""
     model.train()  # turn on train mode
-    total_loss = 0.0
-    start_time = time.time()
-    src_mask = model.generate_square_subsequent_mask(bptt).to(train_data.device)
+    device = train_data.device
+    full_mask = model.generate_square_subsequent_mask(bptt).to(device)
+    # The first row of each chunk, in training order: as given 0, bptt, 2 bptt, ...; random_offset
+    # starts at a random row in [0, bptt) (a word is not always in the same 35-word window) and
+    # shuffle visits the chunks in a random order (consecutive steps not all from one article).
+    starts = chunk_starts(train_data, bptt, max_batches, shuffle, random_offset)
+    num_batches = len(starts)
+    log = EpochLog(epoch, num_batches, log_interval, device, progress)  # the given log line
+    params = [p for p in model.parameters() if p.requires_grad]
+    # On a CPU, dropout masks from NumPy's PCG64 generator: same distribution, a sixth of the cost.
+    with fast_dropout(model) if cheap_dropout and device.type == "cpu" else nullcontext():
+        for batch, i in enumerate(starts):
+            data, targets = get_batch(train_data, i, bptt)
+            seq_len = data.size(0)
+            # a shorter chunk gets a cut mask (shuffled, the last chunk need not come last)
+            src_mask = full_mask if seq_len == bptt else full_mask[:seq_len, :seq_len]
+            # bf16 autocast where the hardware multiplies bf16 natively (amp_dtype), else fp32
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                if fused_loss:  # the same loss as the two lines below, without the output tensor
+                    loss = decoder_cross_entropy(model, data, src_mask, targets)
+                else:
+                    output = model(data, src_mask)  # completed
+                    loss = criterion(output.view(-1, ntokens), targets)  # completed
 
-    num_batches = len(train_data) // bptt
-    for batch, i in enumerate(range(0, train_data.size(0) - 1, bptt)):
-        data, targets = get_batch(train_data, i, bptt)
-        seq_len = data.size(0)
-        if seq_len != bptt:  # only on last batch
-            src_mask = src_mask[:seq_len, :seq_len]
-        output = model(data, src_mask)  # completed
-        loss = criterion(output.view(-1, ntokens), targets)  # completed
-
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        optimizer.step()
-
-        total_loss += loss.item()
-        if batch % log_interval == 0 and batch > 0:
-            lr = scheduler.get_last_lr()[0]
-            ms_per_batch = (time.time() - start_time) * 1000 / log_interval
-            cur_loss = total_loss / log_interval
-            ppl = math.exp(cur_loss)
-            print(
-                f"| epoch {epoch:3d} | {batch:5d}/{num_batches:5d} batches | "
-                f"lr {lr:02.2f} | ms/batch {ms_per_batch:5.2f} | "
-                f"loss {cur_loss:5.2f} | ppl {ppl:8.2f}"
-            )
-            total_loss = 0
-            start_time = time.time()
-
-
-def epoch_options(hp: HParams, amp_dtype: torch.dtype | None, progress=None) -> dict[str, Any]:
-    """train_fast's keyword arguments for these hyper-parameters."""
-    return dict(
-        clip=hp.clip,
-        log_interval=hp.log_interval,
-        max_batches=hp.max_train_batches,
-        amp_dtype=amp_dtype,
-        progress=progress,
-        shuffle=hp.shuffle_batches,
-        random_offset=hp.random_offset,
-    )
+            optimizer.zero_grad()
+            loss.backward()
+            # clip_grad_norm_(params, clip), folded into the fused optimizer's update
+            clip_and_step(optimizer, params, clip)
+            lr = scheduler.get_last_lr()[0]  # the learning rate of this step
+            scheduler.step()  # after every batch: the warm-up and the schedule count steps
+            log.add(batch, loss, lr)  # the sum stays on the device; the line every log_interval
+    return log.close()
 
 
 @dataclass
@@ -313,19 +318,16 @@ class FitResult:
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
     scheduler: object = field(default=None, repr=False)
 
-    def add_epoch(self, model: nn.Module, **row: float) -> None:
-        """Record an epoch's row; keep a copy of the model when its validation loss is the best."""
+    def add_epoch(self, **row: float) -> None:
+        """Record an epoch's row (its validation perplexity added)."""
         row["val_ppl"] = perplexity(row["val_loss"])
         self.history.append(row)
-        if row["val_loss"] < self.best_val_loss:
-            self.best_val_loss, self.best_epoch = row["val_loss"], row["epoch"]
-            self.best_model = copy.deepcopy(model)  # a copy: `best_model = model` follows training
 
 
 def fit(
     model, train_data, val_data, hp, progress=None, on_epoch_end=None, resume=None
 ) -> FitResult:
-    """The given epoch loop, completed; its train() call runs the fast path (train_fast).
+    """The given epoch loop, completed: train() then evaluate() every epoch, the best model kept.
 
     on_epoch_end(result) is called after every epoch. Ctrl-C stops training and returns the best
     model and history so far (interrupted=True). resume, a checkpoint_state of an earlier run with
@@ -333,20 +335,35 @@ def fit(
     """
     amp_dtype = autocast_dtype(train_data.device, hp.precision)
     criterion = nn.CrossEntropyLoss()
+    ntokens = model.decoder.out_features
     optimizer = make_optimizer(model, hp)
     batches_per_epoch = count_batches(train_data, hp.bptt, hp.max_train_batches)
     scheduler = make_scheduler(optimizer, hp, batches_per_epoch)
     result = FitResult(best_model=None, optimizer=optimizer, scheduler=scheduler)
     first_epoch = 1 if resume is None else restore_checkpoint(resume, model, result) + 1
     fit_start = time.time() - result.train_seconds
-    options = epoch_options(hp, amp_dtype, progress)  # for train_fast
     epochs = hp.epochs  # completed
     try:
         for epoch in range(first_epoch, epochs + 1):
             epoch_start_time = time.time()
             rows = epoch_slice(train_data, epoch, hp.max_train_batches, hp.bptt)
-            # completed: train() here, by its fast path
-            train_loss = train_fast(model, hp.bptt, rows, optimizer, scheduler, epoch, **options)
+            train_loss = train(  # completed: train() with this run's recipe
+                model,
+                hp.bptt,
+                rows,
+                criterion,
+                ntokens,
+                optimizer,
+                scheduler,
+                epoch,
+                hp.log_interval,
+                clip=hp.clip,
+                amp_dtype=amp_dtype,
+                shuffle=hp.shuffle_batches,
+                random_offset=hp.random_offset,
+                max_batches=hp.max_train_batches,
+                progress=progress,
+            )
             val_loss = evaluate(model, val_data, hp.bptt, criterion, amp_dtype, hp.max_eval_batches)
             seconds = time.time() - epoch_start_time
             print("-" * 89)
@@ -355,9 +372,14 @@ def fit(
                 f"valid ppl {perplexity(val_loss):8.2f}"
             )
             print("-" * 89, flush=True)
+
+            if val_loss < result.best_val_loss:
+                result.best_val_loss, result.best_epoch = val_loss, epoch
+                # a copy: the given `best_model = model` is the training model itself (best = last)
+                result.best_model = copy.deepcopy(model)
             lr = scheduler.get_last_lr()[0]  # stepped after every batch, not once an epoch
             result.add_epoch(
-                model, epoch=epoch, train_loss=train_loss, val_loss=val_loss, lr=lr, seconds=seconds
+                epoch=epoch, train_loss=train_loss, val_loss=val_loss, lr=lr, seconds=seconds
             )
             result.train_seconds = time.time() - fit_start
             if on_epoch_end is not None:
@@ -442,131 +464,6 @@ def _numpy_state_to_tensors(state: tuple) -> tuple:
 def _numpy_state_from_tensors(state: tuple) -> tuple:
     name, keys, position, has_gauss, cached = state
     return (name, keys.numpy().astype(np.uint32), position, has_gauss, cached)
-
-
-# Relative difference allowed between the gradients of the given train() and of the fast path on
-# one batch: fp32 differs by the order of summation only; bf16 autocast rounds every product to
-# 8 significant bits (relative error 2**-9), which the layers accumulate.
-GRADIENT_TOLERANCE = {"fp32": 1e-4, "bf16 autocast": 5e-2}
-
-
-class LossRecorder(nn.CrossEntropyLoss):
-    """nn.CrossEntropyLoss that keeps the last loss it computed."""
-
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:
-        self.last = super().forward(input, target)
-        return self.last
-
-
-def without_dropout(model: nn.Module) -> nn.Module:
-    """A copy of model with every dropout probability 0: two runs of it compute the same maths."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-        elif isinstance(module, nn.MultiheadAttention):
-            module.dropout = 0.0
-    return model
-
-
-def step_gradient(model: nn.Module, hp: HParams, run_epoch) -> tuple[Tensor, Any]:
-    """Run run_epoch(model, optimizer, scheduler) (one batch) with a fresh optimizer; return the
-    gradient its optimizer step received (clipped, flattened) and what run_epoch returned."""
-    optimizer = make_optimizer(model, hp)
-    scheduler = make_scheduler(optimizer, hp, 1)
-    received = []
-
-    def capture(opt, args, kwargs) -> None:
-        grad = torch.cat([p.grad.reshape(-1).float() for p in model.parameters()])
-        scale = getattr(opt, "grad_scale", None)  # clip_and_step's factor, for a fused optimizer
-        received.append(grad if scale is None else grad / scale)
-
-    handle = optimizer.register_step_pre_hook(capture)
-    returned = run_epoch(model, optimizer, scheduler)
-    handle.remove()
-    return received[0], returned
-
-
-def ms_per_batch(model: nn.Module, hp: HParams, run_epochs: dict, rows: Tensor, batches: int):
-    """Median milliseconds per batch of each run_epoch(model, optimizer, scheduler, rows) in
-    run_epochs (name -> function), each on its own copy of model after one batch of warm-up. The
-    paths take turns batch by batch, so a machine that slows down for a while slows both alike."""
-    copies, times = {}, {name: [] for name in run_epochs}
-    for name, run_epoch in run_epochs.items():
-        copy_ = copy.deepcopy(model)
-        optimizer = make_optimizer(copy_, hp)
-        copies[name] = (copy_, optimizer, make_scheduler(optimizer, hp, batches + 1))
-        run_epoch(*copies[name], rows[: hp.bptt + 1])  # warm-up
-    for batch in range(batches):
-        one_batch = rows[batch * hp.bptt : (batch + 1) * hp.bptt + 1]
-        for name, run_epoch in run_epochs.items():
-            if rows.device.type == "cuda":
-                torch.cuda.synchronize(rows.device)
-            start = time.perf_counter()
-            run_epoch(*copies[name], one_batch)
-            if rows.device.type == "cuda":
-                torch.cuda.synchronize(rows.device)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-@dataclass
-class PathComparison:
-    """The given train() against the fast path: one batch from the same weights, and their speed."""
-
-    loss_given: float
-    loss_fast: float
-    gradient_difference: float  # |g_fast - g_given| / |g_given|, the clipped gradients
-    tolerance: float
-    precision: str
-    ms_given: float
-    ms_fast: float
-    timed_batches: int
-
-    def __str__(self) -> str:
-        return (
-            "The first batch, from the same weights, dropout off:\n"
-            f"  loss: given train() {self.loss_given:.4f}, fast path {self.loss_fast:.4f} "
-            f"(difference {abs(self.loss_fast - self.loss_given):.1e} nats)\n"
-            f"  gradient the optimizer received: relative difference "
-            f"{self.gradient_difference:.1e} (tolerance {self.tolerance:g}, {self.precision})\n"
-            f"Speed, median of {self.timed_batches} batches each, taking turns, dropout on:\n"
-            f"  given train() {self.ms_given:.0f} ms/batch, fast path {self.ms_fast:.0f} ms/batch: "
-            f"{self.ms_given / self.ms_fast:.1f}x faster"
-        )
-
-
-def compare_with_given_train(given_train, model, train_data, hp, ntokens, timed_batches=10):
-    """Run given_train (the given train() above) and train_fast on the first batch of train_data
-    from the weights of model (copies; dropout off), compare the losses and the clipped gradients
-    the optimizer received, and time both over timed_batches batches. Torch's random state is left
-    as it was, so the training that follows is the same as without this check."""
-    amp_dtype = autocast_dtype(train_data.device, hp.precision)
-    precision = "bf16 autocast" if amp_dtype is torch.bfloat16 else "fp32"
-
-    def given(m, optimizer, scheduler, rows=train_data[: hp.bptt + 1], criterion=None):
-        criterion = criterion or LossRecorder()
-        given_train(m, hp.bptt, rows, criterion, ntokens, optimizer, scheduler, 0)
-        return criterion
-
-    def fast(m, optimizer, scheduler, rows=train_data[: hp.bptt + 1]):
-        return train_fast(
-            m, hp.bptt, rows, optimizer, scheduler, 0, amp_dtype=amp_dtype, progress=False
-        )
-
-    devices = [train_data.device] if train_data.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        grad_given, recorder = step_gradient(without_dropout(model), hp, given)
-        grad_fast, loss_fast = step_gradient(without_dropout(model), hp, fast)
-        rows = train_data[: timed_batches * hp.bptt + 1]
-        ms = ms_per_batch(model, hp, {"given": given, "fast": fast}, rows, timed_batches)
-    difference = ((grad_fast - grad_given).norm() / grad_given.norm()).item()
-    tolerance = GRADIENT_TOLERANCE[precision]
-    loss_given = recorder.last.item()
-    ms_given, ms_fast = ms["given"], ms["fast"]
-    return PathComparison(
-        loss_given, loss_fast, difference, tolerance, precision, ms_given, ms_fast, timed_batches
-    )
 
 
 if __name__ == "__main__":  # `python -m hw3.train`: the command line lives in hw3.cli

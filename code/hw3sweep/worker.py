@@ -33,10 +33,10 @@ from typing import Any
 import optuna
 import torch
 from hw3.data import load_splits, summary
-from hw3.fastpath import TrainingDiverged
 from hw3.files import write_atomic
 from hw3.hparams import FIXED, HParams
 from hw3.metrics import perplexity
+from hw3.recipe import TrainingDiverged
 from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR
 from hw3.train import build_model, fit, resolve_device, resolved_run, set_seed
 from optuna.storages._heartbeat import get_heartbeat_thread

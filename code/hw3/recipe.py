@@ -1,30 +1,19 @@
-"""Task 4's fast training path: one epoch of the given train(), computed faster.
+"""The parts of Task 4's training recipe that train() calls (hw3/train.py).
 
-train_fast runs the same steps as the given train() (forward, cross-entropy, backward, gradient
-clipping at 0.5, optimizer step) on the same 35-row chunks, with four changes to the arithmetic
-that leave the loss and its gradient the same up to rounding:
-
-- bf16 autocast where the hardware multiplies bf16 natively (the softmax stays in fp32),
-- the decoder and the cross-entropy evaluated together in row chunks (fused_loss.py),
-- the gradient clipping folded into the fused optimizer step (clip_and_step),
-- on a CPU, dropout masks from a cheaper random generator (fast_dropout.py; same distribution).
-
-It also lets an epoch visit its chunks in a seeded random order (shuffle) and start them at a seeded
-random row (random_offset), and it sums the loss on the device, so a GPU is not stopped every batch.
+- chunk_starts: the order in which an epoch visits its bptt-row chunks,
+- clip_and_step: the gradient clipping folded into the fused optimizer update,
+- EpochLog: the given train()'s log line, from losses summed on the device, with a check that the
+  loss is finite.
 """
 
 import math
 import os
 import time
-from contextlib import nullcontext
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from hw3.data import get_batch
-from hw3.fast_dropout import fast_dropout
-from hw3.fused_loss import hidden_states, linear_cross_entropy
 from hw3.metrics import perplexity
 
 
@@ -51,19 +40,6 @@ def chunk_starts(
     if shuffle:
         starts = [starts[k] for k in torch.randperm(len(starts)).tolist()]
     return starts
-
-
-def fast_loss(
-    model: nn.Module, data: Tensor, targets: Tensor, src_mask: Tensor, amp_dtype: torch.dtype | None
-) -> Tensor:
-    """criterion(model(data, src_mask).view(-1, ntokens), targets), with the decoder and the loss
-    fused (linear_cross_entropy) and the encoder under autocast when amp_dtype is set."""
-    with torch.autocast(data.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        hidden = hidden_states(model, data, src_mask)
-    hidden = hidden.reshape(-1, hidden.size(-1))
-    decoder = model.decoder
-    dtype = amp_dtype or torch.float32
-    return linear_cross_entropy(hidden, decoder.weight, decoder.bias, targets, dtype)
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: float) -> None:
@@ -141,45 +117,3 @@ def check_finite(loss_sum: Tensor, epoch: int, batch: int, lr: float) -> None:
             f"(learning rate {lr:.3g}). Hint: lower lr, lengthen warmup_batches, or set "
             "precision='fp32' to rule out low precision."
         )
-
-
-def train_fast(
-    model: nn.Module,
-    bptt: int,
-    train_data: Tensor,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    epoch: int,
-    *,
-    clip: float = 0.5,
-    log_interval: int = 200,
-    max_batches: int | None = None,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool | None = None,
-    cheap_dropout: bool = True,
-    shuffle: bool = False,
-    random_offset: bool = False,
-) -> float:
-    """One epoch of the given train() by the fast path (see the module docstring); returns the
-    epoch's mean training loss. The scheduler is stepped after every batch."""
-    device = train_data.device
-    model.train()  # turn on train mode
-    starts = chunk_starts(train_data, bptt, max_batches, shuffle, random_offset)
-    src_mask = model.generate_square_subsequent_mask(bptt).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    log = EpochLog(epoch, len(starts), log_interval, device, progress)
-    cheap = cheap_dropout and device.type == "cpu"
-    with fast_dropout(model) if cheap else nullcontext():
-        for batch, i in enumerate(starts):
-            data, targets = get_batch(train_data, i, bptt)
-            seq_len = data.size(0)
-            # a cut mask for the shorter last chunk (shuffled, it need not come last)
-            mask = src_mask if seq_len == bptt else src_mask[:seq_len, :seq_len]
-            loss = fast_loss(model, data, targets, mask, amp_dtype)
-            optimizer.zero_grad()
-            loss.backward()
-            clip_and_step(optimizer, params, clip)
-            lr = scheduler.get_last_lr()[0]  # the learning rate of this step
-            scheduler.step()  # per batch: the schedules are defined per optimizer step
-            log.add(batch, loss, lr)
-    return log.close()
