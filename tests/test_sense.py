@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 from hw3.sense import (
-    change,
     longest_seen_stretch,
     markdown_escape,
     ngram_codes,
     seen_share,
     sense_answer,
     sense_check,
+    sense_facts,
 )
 from hw3.vocab import Vocab
 
@@ -70,24 +70,24 @@ def test_the_epochs_are_measured_in_order_with_their_validation_perplexity() -> 
     assert [row["pair_share"] for row in result["epochs"]] == [0.0, 1.0]
 
 
-def test_the_answer_states_this_runs_numbers() -> None:
-    text = sense_answer(check())
-    table, prose = text.split("\n\n")
+def test_the_facts_and_the_answer_state_this_runs_numbers() -> None:
+    facts = sense_facts(check())
+    table, measured = facts.split("\n\n")
     assert table.splitlines()[2] == "| 1 | 9.0 | *c d c* | 0% |"
     assert "| 2 | 5.5 | *a b a* | 100% |" in table
-    assert "has 3 of 3 words (sentence 1)" in prose
+    assert "3 of 3 words (sentence 1)" in measured and "occur in the training text: 50%" in measured
+    prose = sense_answer(check())
+    assert prose.startswith("**Do they make sense?**") and prose.count("Do they make sense?") == 1
+    assert "is 3 of 3 (sentence 1)" in prose
     assert "50% of the adjacent word pairs" in prose and "50% of their word triples" in prose
     assert f"test perplexity is {math.exp(0.5):.1f}" in prose
-    assert "the validation perplexity fell from 9.0 to 5.5" in prose
-    assert "seen in the training text rose from 0% to 100%" in prose
+    assert "went from 9.0 (epoch 1) to 5.5 (epoch 2)" in prose
+    # one sentence per epoch: the shares are listed, never called a trend
+    assert "(0%, 100%) are too small a sample to show a trend" in prose
+    assert "rose" not in prose and "fell" not in prose
+    assert "choice among" not in prose  # perplexity is not a number of equally likely words
     nothing = sense_answer(check(sentences=("c c d", "d d d")))
     assert "no three consecutive words of them occur together in the training text" in nothing
-
-
-def test_change_says_which_way_and_by_how_much() -> None:
-    assert change(9.0, 5.5, ".1f") == "fell from 9.0 to 5.5"
-    assert change(0.4, 0.7, ".0%") == "rose from 40% to 70%"
-    assert change(0.401, 0.404, ".0%") == "stayed at 40%"
 
 
 def test_generated_words_print_literally_in_markdown() -> None:

@@ -1,8 +1,8 @@
 """Task 3's model, exactly as the assignment gives it: PositionalEncoding and TransformerModel.
 
 The maths, the initialisation and generate_square_subsequent_mask are the assignment's; only
-docstrings are added. The fast training path (hw3/fused_loss.py) reuses these modules as they are
-and only changes how the decoder and the loss are evaluated.
+docstrings are added. train()'s decoder_cross_entropy (hw3/fused_loss.py) uses these modules as
+they are and only changes how the decoder and the loss are evaluated.
 """
 
 import math

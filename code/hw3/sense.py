@@ -8,7 +8,8 @@ sense_check measures, on the same test words that evaluate scores:
 - the longest stretch of a sentence in which every three-word window occurs in the training text,
 - per epoch: the validation perplexity and the sentence of that epoch's model (same seed), with
   the share of its word pairs seen in the training text.
-sense_answer writes the answer as Markdown from these numbers.
+sense_facts shows these numbers as Markdown; sense_answer writes the answer from them (the build
+puts it below the numbers, unless the students wrote their own).
 """
 
 import math
@@ -118,13 +119,6 @@ def markdown_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_{}[]<>#|$~@" else c for c in text)
 
 
-def change(first: float, last: float, digits: str) -> str:
-    """'fell from 1 to 0.5' / 'rose from ...' / 'stayed at ...', the numbers formatted by digits."""
-    if f"{first:{digits}}" == f"{last:{digits}}":
-        return f"stayed at {last:{digits}}"
-    return f"{'fell' if last < first else 'rose'} from {first:{digits}} to {last:{digits}}"
-
-
 def samples_table(epochs: list[dict]) -> str:
     """The sentences over the epochs side by side, as a Markdown table."""
     lines = [
@@ -140,14 +134,36 @@ def samples_table(epochs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sense_facts(check: dict) -> str:
+    """What sense_check measured, in Markdown: the sentences over the epochs side by side, then
+    the three sentences against words drawn from the word frequencies alone."""
+    c = check
+    facts = [
+        f"- adjacent word pairs of the three sentences that occur in the training text: "
+        f"{c['pair_share']:.0%} (words drawn from the frequencies alone: "
+        f"{c['pair_share_unigram']:.0%})",
+        f"- word triples that occur in the training text: {c['triple_share']:.0%} "
+        f"(frequencies alone: {c['triple_share_unigram']:.0%})",
+        f"- the longest stretch whose every three-word window occurs in the training text: "
+        f"{c['longest_stretch']} of {c['nwords']} words (sentence {c['longest_in']})",
+        f"- test perplexity {c['test_ppl']:.1f}; a model of the word frequencies alone, on the "
+        f"same test words: {c['unigram_ppl']:.1f}",
+    ]
+    if not c["longest_stretch"]:
+        facts[2] = (
+            "- no three consecutive words of the sentences occur together in the training text"
+        )
+    return samples_table(c["epochs"]) + "\n\n" + "\n".join(facts)
+
+
 def sense_answer(check: dict) -> str:
-    """The answer to "Do they make sense?" in Markdown: the sentences over the epochs side by side,
-    then the measured facts of this run in prose."""
+    """The answer to "Do they make sense?" in Markdown, from sense_check's measurements: what they
+    show, and no more (one sentence per epoch is too small a sample for a trend)."""
     c = check
     if c["longest_stretch"]:
         stretch = (
-            f"the longest stretch in which every three-word window occurs in the training text "
-            f"has {c['longest_stretch']} of {c['nwords']} words (sentence {c['longest_in']})"
+            f"the longest run of words whose every three-word window occurs in the training text "
+            f"is {c['longest_stretch']} of {c['nwords']} (sentence {c['longest_in']})"
         )
     else:
         stretch = "no three consecutive words of them occur together in the training text"
@@ -156,17 +172,20 @@ def sense_answer(check: dict) -> str:
         f"{c['pair_share']:.0%} of the adjacent word pairs of the three sentences and "
         f"{c['triple_share']:.0%} of their word triples occur in the training text, against "
         f"{c['pair_share_unigram']:.0%} and {c['triple_share_unigram']:.0%} for words drawn from "
-        f"the word frequencies alone. The model's test perplexity is {c['test_ppl']:.1f}, against "
-        f"{c['unigram_ppl']:.1f} for a model of the word frequencies alone on the same test words "
-        f"({c['unigram_ppl'] / c['test_ppl']:.1f} times lower): better than frequencies, yet at "
-        f"every word about as uncertain as a choice among {c['test_ppl']:.0f} words."
+        f"the word frequencies alone: the model has learnt which words follow which. Its test "
+        f"perplexity is {c['test_ppl']:.1f}, against {c['unigram_ppl']:.1f} for a model of the "
+        f"word frequencies alone on the same test words: on average it gives each test word "
+        f"{c['unigram_ppl'] / c['test_ppl']:.1f} times the probability the frequencies alone give."
     )
-    first, last = c["epochs"][0], c["epochs"][-1]
-    if len(c["epochs"]) > 1:
+    epochs = c["epochs"]
+    if len(epochs) > 1:
+        first, last = epochs[0], epochs[-1]
+        shares = [row["pair_share"] for row in epochs]
         answer += (
-            f" From epoch {first['epoch']} to epoch {last['epoch']} the validation perplexity "
-            f"{change(first['val_ppl'], last['val_ppl'], '.1f')} and the share of the sentence's "
-            f"word pairs seen in the training text "
-            f"{change(first['pair_share'], last['pair_share'], '.0%')}."
+            f" Over the epochs the validation perplexity went from {first['val_ppl']:.1f} "
+            f"(epoch {first['epoch']}) to {last['val_ppl']:.1f} (epoch {last['epoch']}). The "
+            f"sentences of the table are one per epoch, so their shares of seen word pairs "
+            f"({', '.join(f'{x:.0%}' for x in shares)}) are too small a sample to show a trend; "
+            f"read them side by side for what changed."
         )
-    return samples_table(c["epochs"]) + "\n\n" + answer
+    return answer

@@ -36,6 +36,7 @@ from hw3build.config import ConfigError, SubmissionConfig, load_config
 from hw3build.failpoints import failpoint
 from hw3build.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
 from hw3build.package import make_zip
+from hw3build.prose import AnswerError, fill_answers
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
 from hw3build.validate import ValidationReport, validate_zip
 
@@ -308,6 +309,10 @@ def _execute(b: _Build) -> None:
             b.metrics = read_metrics(b.execution.metrics_path)
         except MetricsError as exc:
             raise StageError(f"the notebook's record is unusable: {exc}") from None
+        try:  # the prose answers from the run's numbers (or the students' own): seconds, never a re-run
+            fill_answers(Path(b.execution.executed_path), b.metrics, b.paths.project_root)
+        except AnswerError as exc:
+            raise StageError(str(exc)) from None
         note(f"cache {'hit' if b.execution.cache_hit else 'miss'}, key {str(b.execution.key)[:12]}")
 
 

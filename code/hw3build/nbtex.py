@@ -4,17 +4,21 @@ own (each ``nb, resources = preprocessor(nb, resources)``), in this order:
 
 1. :class:`DropFrontMatter`: the cells before the "Part 2" heading (title, students, the Part 1 line) and
    the heading itself: the report has its own cover and part headings;
-2. nbconvert's ``TagRemovePreprocessor``: the support cells (the report's appendix lists their definitions);
-3. :class:`DropRepeatedParameters`: papermill's injected-parameters cell when it only repeats the
-   parameters cell, apart from where the run read and wrote (``data_dir``, ``out_dir``: local paths);
-4. nbconvert's ``CoalesceStreamsPreprocessor``: consecutive stream outputs merged, progress-bar frames
+2. :class:`CellMarkers`: each support code cell, and the given code printed unchanged, becomes one line
+   where it ran (its number, what it does, where its code is), so the cell numbers have no silent gaps;
+   the support markdown cells go (the report's appendix lists the support cells);
+3. nbconvert's ``CoalesceStreamsPreprocessor``: consecutive stream outputs merged, progress-bar frames
    (``\\r``) collapsed to their last state;
-5. :class:`PrintableOutputs`: HTML, JavaScript, widget and SVG outputs dropped where a printable form
+4. :class:`PrintableOutputs`: HTML, JavaScript, widget and SVG outputs dropped where a printable form
    exists (they never reach LaTeX);
-6. :class:`CleanOutputText`: terminal cursor codes and stray control bytes dropped (colours kept),
+5. :class:`CleanOutputText`: terminal cursor codes and stray control bytes dropped (colours kept),
    characters no font has replaced, lines wrapped at :data:`CODE_COLUMNS` display columns;
+6. :class:`KeepTogether`: each code cell's height in lines, so that the template keeps a cell and its
+   output on one page where they fit;
 7. :class:`MarkdownForPrint`: headings shifted so that "Task N" headings are sections like the theory
    questions, remote images dropped, inline math tightened so pandoc keeps it.
+
+Papermill's injected-parameters cell is printed as papermill leaves it: it says what ran.
 
 The exporter's output is split into the definitions (for the preamble) and the body (for the document).
 """
@@ -31,10 +35,11 @@ from pathlib import Path
 
 import nbformat
 from nbconvert.exporters import LatexExporter
-from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor, TagRemovePreprocessor
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor
 from traitlets import Any as AnyTrait
 
 from hw3build.latex import STRAIGHT_DOUBLE_QUOTE, ReportError
+from hw3build.support_index import opening_comment
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "report"
 NOTEBOOK_TEMPLATE = "notebook.tex.j2"
@@ -45,8 +50,14 @@ END_MARKER = "%% ==== hw3 notebook end ===="
 # size fits ~108): the notebook's code is written to this width (code/hw3 has ruff's 100-column limit).
 CODE_COLUMNS = 100
 SUPPORT_TAG = "support"
+GIVEN_TAG = "given"  # the assignment's code, unchanged: one line in the report
 ANSWER_TAG_PREFIX = "answer-"  # answer-t1 ... : the report's answer index links to \label{ans:t1}
-PATH_PARAMETERS = frozenset({"data_dir", "out_dir"})  # where the run read and wrote, not choices
+# Lines of the report's 11-point text that a line of code or printed text takes (footnotesize
+# Verbatim), the frame around a cell, and a figure; a cell of more than a page's worth may break.
+CODE_LINE_HEIGHT = 0.8
+CELL_FRAME_LINES = 3
+FIGURE_LINES = 18
+KEEP_TOGETHER_MAX_LINES = 44
 
 _CSI = re.compile(r"\x1b\[[0-9;?]*([@-~])")  # terminal control sequences; SGR ('m') ones are colours
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
@@ -184,36 +195,48 @@ class DropFrontMatter(Preprocessor):
         return nb, resources
 
 
-class DropRepeatedParameters(Preprocessor):
-    """Drop papermill's injected-parameters cell when its values equal the parameters cell's, apart from
-    the local paths of :data:`PATH_PARAMETERS`; keep it otherwise (then it says what ran)."""
+class CellMarkers(Preprocessor):
+    """Each support code cell, and each cell of given code the notebook prints unchanged (tag ``given``),
+    reduced to one line where it ran: ``metadata.hw3_marker`` says what the cell holds and where its code
+    is (the template prints it after the cell's number); the support markdown cells go."""
 
     def preprocess(self, nb, resources):
-        defaults = next((c for c in nb.cells if "parameters" in _tags(c)), None)
-        injected = [c for c in nb.cells if "injected-parameters" in _tags(c)]
-        if defaults is not None and injected:
-            chosen, ran = _literal_assignments(defaults.source), _literal_assignments(injected[0].source)
-            if ran is not None and chosen is not None:
-                differ = {k for k in chosen.keys() | ran.keys() if chosen.get(k) != ran.get(k)}
-                if differ <= PATH_PARAMETERS:
-                    nb.cells = [c for c in nb.cells if c is not injected[0]]
+        kept = []
+        for cell in nb.cells:
+            tags = _tags(cell)
+            if SUPPORT_TAG in tags:
+                if cell.cell_type != "code":
+                    continue
+                cell.metadata["hw3_marker"] = {"what": opening_comment(cell.source), "where": "support"}
+                cell.outputs = []
+            elif GIVEN_TAG in tags and cell.cell_type == "code":
+                names = [n.name for n in ast.parse(cell.source).body if isinstance(n, ast.ClassDef)]
+                cell.metadata["hw3_marker"] = {"what": " and ".join(names), "where": "given"}
+            kept.append(cell)
+        nb.cells = kept
         return nb, resources
 
 
-def _literal_assignments(source: str) -> dict[str, object] | None:
-    """``name = literal`` lines as a dict (None when the cell holds anything else)."""
-    values: dict[str, object] = {}
-    try:
-        for node in ast.parse(source).body:
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
-                return None
-            target = node.targets[0]
-            if not isinstance(target, ast.Name):
-                return None
-            values[target.id] = ast.literal_eval(node.value)
-    except (SyntaxError, ValueError):
-        return None
-    return values
+class KeepTogether(Preprocessor):
+    """``metadata.hw3_lines``: the lines of the report's text that a code cell and its outputs take (at most
+    :data:`KEEP_TOGETHER_MAX_LINES`); the template starts the cell on a new page when less is left."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        lines = 1 if "hw3_marker" in cell.metadata else len(cell.source.splitlines())
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                lines += len(output.text.splitlines())
+            elif output.output_type in ("display_data", "execute_result"):
+                data = output.get("data", {})
+                if {"image/png", "application/pdf", "image/jpeg"} & set(data):
+                    lines += FIGURE_LINES / CODE_LINE_HEIGHT
+                else:
+                    lines += len(str(data.get("text/markdown", data.get("text/plain", ""))).splitlines())
+        height = round(lines * CODE_LINE_HEIGHT + CELL_FRAME_LINES)
+        cell.metadata["hw3_lines"] = min(height, KEEP_TOGETHER_MAX_LINES)
+        return cell, resources
 
 
 class PrintableOutputs(Preprocessor):
@@ -306,11 +329,11 @@ def print_pipeline(sanitize: Callable[[str], str] | None = None) -> list[Preproc
     """The preprocessors of the module docstring, in order, enabled."""
     return [
         DropFrontMatter(enabled=True),
-        TagRemovePreprocessor(enabled=True, remove_cell_tags={SUPPORT_TAG}),
-        DropRepeatedParameters(enabled=True),
+        CellMarkers(enabled=True),
         CoalesceStreamsPreprocessor(enabled=True),
         PrintableOutputs(enabled=True),
         CleanOutputText(enabled=True, sanitize=sanitize),
+        KeepTogether(enabled=True),
         MarkdownForPrint(enabled=True),
     ]
 

@@ -2,6 +2,9 @@
 
 - TeX and pandoc are installed, and the report's fonts are readable;
 - the theory answers (``theory/q1.tex`` ...) and the report templates are there;
+- one training step on the chosen device and precision agrees with the CPU's
+  (``hw3build.device_check``): a broken device is named with the fix before training;
+- the students' own Task 5 answer (``answers/task5.md``), if any, renders with the run's numbers;
 - every character of the students' names and e-mails has a glyph in one of the report's fonts
   (``hw3build.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
   hole in it.
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from hw3build.assignment import QUESTIONS
 from hw3build.config import SubmissionConfig
+from hw3build.device_check import DeviceCheckFailed, check_device
 from hw3build.latex import (
     APT_INSTALL,
     FALLBACK_FONT_NAME,
@@ -27,6 +31,7 @@ from hw3build.latex import (
     check_tex_tools,
     plan_glyphs,
 )
+from hw3build.prose import AnswerError, check_own_answer
 
 REPORT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "report"
 
@@ -74,10 +79,25 @@ def check_name_glyphs(config: SubmissionConfig) -> None:
         )
 
 
+def check_training_device(config: SubmissionConfig) -> str:
+    """One training step on the chosen device and precision against the CPU's (hw3build.device_check)."""
+    try:
+        return str(check_device(config.device, config.hparams))
+    except DeviceCheckFailed as exc:
+        raise PreflightError(str(exc)) from None
+
+
 def preflight(config: SubmissionConfig, project_root: Path) -> list[str]:
     """Run every check (raises :class:`PreflightError` or ``TexMissing``); returns what was checked."""
     check_tex_tools(REQUIRED_TOOLS)
     check_fonts()
     check_sources(project_root)
     check_name_glyphs(config)
-    return ["TeX tools", "fonts", "theory sources", "glyphs of the names"]
+    checked = ["TeX tools", "fonts", "theory sources", "glyphs of the names"]
+    checked.append(check_training_device(config))
+    try:
+        if check_own_answer(project_root):
+            checked.append("answers/task5.md")
+    except AnswerError as exc:
+        raise PreflightError(str(exc)) from None
+    return checked
