@@ -70,24 +70,41 @@ WORKSPACE = Workspace()
 IN_PLACE_SOFTMAX_DEVICES = ("cpu",)  # where the softmax may overwrite its input (tested on the CPU)
 
 
+def padded_width(columns: int, multiple: int = 32) -> int:
+    """columns rounded up to a multiple of `multiple`: bf16 matrix products whose inner size is a
+    multiple of 32 run on whole AMX tiles (measured here: the decoder's forward product 1.8x as fast
+    at 256 as at 250)."""
+    return -(-columns // multiple) * multiple
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """`mean(cross_entropy(hidden @ weight.T + bias, targets))` with the
-    gradient computed in forward."""
+    gradient computed in forward.
+
+    The bias rides in the matrix product as one more column: `[hidden, 1, 0...] @ [weight, bias,
+    0...].T`, padded to a multiple of 32 columns (padded_width). The logits then need no separate
+    pass to add the bias, and in backward one product gives the gradients of the weight and of the
+    bias (its last column is the column sums of the logits' gradient)."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, compute_dtype, chunk_rows):
         n_rows, n_classes = hidden.shape[0], weight.shape[0]
+        width = hidden.shape[1]
+        padded = padded_width(width + 1)
         device = hidden.device
         needs_grad = any(ctx.needs_input_grad[:3])
         keys = []
-        h = hidden.to(compute_dtype)
-        if weight.dtype == compute_dtype:
-            w = weight
-        else:  # the low-precision copy of the weight, kept for backward
-            w, key = WORKSPACE.borrow("weight", tuple(weight.shape), compute_dtype, device)
-            w.copy_(weight)
-            keys.append(key)
-        b = bias.to(compute_dtype)
+        # [hidden, 1, 0...] and [weight, bias, 0...] in compute_dtype, kept for backward
+        h, key = WORKSPACE.borrow("hidden", (n_rows, padded), compute_dtype, device)
+        keys.append(key)
+        h[:, :width].copy_(hidden)
+        h[:, width] = 1.0
+        h[:, width + 1 :] = 0.0
+        w, key = WORKSPACE.borrow("weight", (n_classes, padded), compute_dtype, device)
+        keys.append(key)
+        w[:, :width].copy_(weight)
+        w[:, width].copy_(bias)
+        w[:, width + 1 :] = 0.0
         # the logits, turned in place into softmax(logits) - one_hot(targets):
         # the gradient, kept for backward
         shape = (n_rows, n_classes) if needs_grad else (min(chunk_rows, n_rows), n_classes)
@@ -109,7 +126,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             # softmax computed in fp32 row by row, stored in compute_dtype: in place on the CPU
             # (tested to equal the out-of-place result); elsewhere from a separate logits buffer
             logits = rows if in_place else logits_buffer[: stop - start]
-            torch.mm(h[start:stop], w.t(), out=logits).add_(b)
+            torch.mm(h[start:stop], w.t(), out=logits)  # the bias included
             torch.ops.aten._softmax.out(logits, 1, False, out=rows)
             # -log p(target); p is clamped at the smallest normal float
             # (a loss of 87 nats per token)
@@ -126,7 +143,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 (row_ids[: stop - start], target[:, 0]), minus_ones[: stop - start], accumulate=True
             )
         loss = loss_sum / n_rows
-        ctx.n_rows = n_rows
+        ctx.n_rows, ctx.width = n_rows, width
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype)
         if needs_grad:
             ctx.save_for_backward(h, w, grad_logits)
@@ -140,23 +157,24 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         h, w, grad_logits = ctx.saved_tensors
         hidden_dtype, weight_dtype, bias_dtype = ctx.dtypes
+        width = ctx.width
         scale = grad_loss.float() / ctx.n_rows
         grad_hidden = grad_weight = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_hidden = (grad_logits @ w).float().mul_(scale).to(hidden_dtype)
-        if ctx.needs_input_grad[1]:  # the scale is folded into the small operand
+        if ctx.needs_input_grad[0]:  # all the padded columns (a whole-tile product), then cut
+            grad_hidden = (grad_logits @ w)[:, :width].float().mul_(scale).to(hidden_dtype)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # [weight, bias] together; the scale folded into the small operand
             scaled_h = h * scale.to(h.dtype)
-            if w.dtype == weight_dtype:
-                grad_weight = grad_logits.t() @ scaled_h
-            else:  # the low-precision product goes to a reused buffer, then to the weight's dtype
-                product, key = WORKSPACE.borrow("grad_weight", tuple(w.shape), w.dtype, w.device)
-                grad_weight = torch.mm(grad_logits.t(), scaled_h, out=product).to(weight_dtype)
-                WORKSPACE.give_back(key)
-        if ctx.needs_input_grad[
-            2
-        ]:  # the column sums, as a matrix product: one fast pass over the rows
-            ones = grad_logits.new_ones(1, grad_logits.shape[0])
-            grad_b = (ones @ grad_logits).squeeze(0).float().mul_(scale).to(bias_dtype)
+            product, key = WORKSPACE.borrow("grad_weight", tuple(w.shape), w.dtype, w.device)
+            torch.mm(grad_logits.t(), scaled_h, out=product)
+            # copied out (contiguous, in the parameters' dtypes): the buffer is reused next step
+            if ctx.needs_input_grad[1]:
+                grad_weight = product.new_empty((w.shape[0], width), dtype=weight_dtype)
+                grad_weight.copy_(product[:, :width])
+            if ctx.needs_input_grad[2]:
+                grad_b = product.new_empty((w.shape[0],), dtype=bias_dtype)
+                grad_b.copy_(product[:, width])
+            WORKSPACE.give_back(key)
         ctx.give_back()  # the next step may reuse the buffers
         return grad_hidden, grad_weight, grad_b, None, None, None
 

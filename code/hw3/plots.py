@@ -1,8 +1,6 @@
 """Task 4's results: the per-epoch table and the figure of loss and perplexity, the test result
 marked."""
 
-import math
-
 import matplotlib.pyplot as plt
 
 from hw3.files import write_atomic
@@ -32,12 +30,18 @@ def history_table(history, test_loss=None, best_epoch=None) -> str:
     return "\n".join(lines)
 
 
+FIGURE_CAPTION = (
+    "Figure 1: the training and validation loss (left) and perplexity (right, log scale) after\n"
+    "each epoch; the dashed line is the test result of the best model."
+)
+
+
 def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
     """Two panels (loss, perplexity) of the history rows {"epoch", "train_loss", "val_loss", ...}.
 
-    The test loss and perplexity of the best model are drawn as a star at the best epoch. With path
-    the figure is saved there as PNG (written to a temporary name, then renamed). Returns the
-    matplotlib figure.
+    The test loss and perplexity of the best model are a dashed horizontal line (it hides no point
+    of the curves); the legend is below the panels, where it covers no curve. With path the figure
+    is saved there as PNG (written to a temporary name, then renamed). Returns the figure.
     """
     epochs = [row["epoch"] for row in history]
     train_loss = [row["train_loss"] for row in history]
@@ -46,22 +50,28 @@ def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
         fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=dpi)
         for ax, transform, name in (
             (ax_loss, lambda x: x, "loss"),
-            (ax_ppl, math.exp, "perplexity"),
+            (ax_ppl, perplexity, "perplexity"),
         ):
-            ax.plot(epochs, [transform(x) for x in train_loss], "o-", label=f"train {name}")
-            ax.plot(epochs, [transform(x) for x in val_loss], "s-", label=f"validation {name}")
+            ax.plot(epochs, [transform(x) for x in train_loss], "o-", label="train")
+            ax.plot(epochs, [transform(x) for x in val_loss], "s-", label="validation")
             if test_loss is not None:
-                at = best_epoch if best_epoch is not None else epochs[-1]
                 value = transform(test_loss)
-                ax.plot([at], [value], "r*", markersize=10, label=f"test (best model): {value:.2f}")
+                ax.axhline(
+                    value,
+                    color="tab:red",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"test, best model (epoch {best_epoch}): {value:.2f}",
+                )
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"{name} (log scale)" if name == "perplexity" else f"{name} (nats)")
             ax.set_title(f"{name} per epoch")
             ax.set_xticks(epochs)
             ax.grid(alpha=0.3)
-            ax.legend()
         ax_ppl.set_yscale("log")
-        fig.tight_layout()
+        handles, labels = ax_loss.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         if path is not None:
             write_atomic(path, lambda f: fig.savefig(f, dpi=dpi, format="png"))
     return fig

@@ -169,15 +169,11 @@ def notebook_answer_labels(nb: nbformat.NotebookNode) -> set[str]:
 
 
 def support_groups(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    """The support code's index for the appendix, escaped: per support cell its number, what it is for
-    (its opening comment) and the names of its public definitions (functions as ``name()``); the code
-    itself, with each definition's docstring, is in the notebook's collapsed cell."""
+    """The support code's index for the appendix, escaped: per support cell its number and what it is for
+    (its opening comment); the code itself, with each definition's docstring, is in the notebook's
+    collapsed cell."""
     return [
-        {
-            "cell": "" if cell.number is None else str(cell.number),
-            "title": escape_latex(cell.title),
-            "names": escape_latex(", ".join(cell.definitions)),
-        }
+        {"cell": "" if cell.number is None else str(cell.number), "title": escape_latex(cell.title)}
         for cell in support_index(nb)
     ]
 

@@ -1,11 +1,10 @@
 """The report appendix's index of the notebook's support code: for each support cell (tag ``support``),
-its number, what it is for (its opening comment) and the names of its public definitions. The code
+its number and what it is for (its opening comment). The code
 itself, with each definition's docstring, is in the submitted notebook, collapsed."""
 
 from __future__ import annotations
 
-import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nbformat
 
@@ -16,7 +15,6 @@ SUPPORT_TAG = "support"
 class SupportCell:
     number: int | None  # the execution count Jupyter shows, In [number]
     title: str  # the cell's opening comment
-    definitions: list[str] = field(default_factory=list)  # public functions as "name()", classes by name
 
 
 def opening_comment(source: str) -> str:
@@ -35,13 +33,7 @@ def opening_comment(source: str) -> str:
 
 def index_cell(cell: nbformat.NotebookNode) -> SupportCell:
     """The index entry of one support cell."""
-    entry = SupportCell(number=cell.get("execution_count"), title=opening_comment(cell.source))
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            if not node.name.startswith("_"):
-                is_class = isinstance(node, ast.ClassDef)
-                entry.definitions.append(node.name if is_class else f"{node.name}()")
-    return entry
+    return SupportCell(number=cell.get("execution_count"), title=opening_comment(cell.source))
 
 
 def support_index(nb: nbformat.NotebookNode) -> list[SupportCell]:
