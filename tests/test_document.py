@@ -84,13 +84,40 @@ def test_every_answer_index_link_resolves_to_its_answer(reader, pdf_pages) -> No
     assert t1 and "train_data.shape" in pdf_pages[int(t1.group(1)) - 1]
 
 
+# What each task's answer cell prints first: the index's link must land on the page that shows it.
+TASK_RESULTS = {
+    "ans:t1": "train_data.shape = (",
+    "ans:t2": "data.shape = (2, 20)",
+    "ans:t3": "ntokens = 28782",
+    "ans:t4": "| End of training | test loss",
+    "ans:t5": "1. ",
+}
+
+
+def test_each_task_link_lands_on_the_page_of_its_result(reader, pdf_pages) -> None:
+    named = reader.named_destinations
+    for label, result in TASK_RESULTS.items():
+        page = reader.get_destination_page_number(named[label])
+        assert result in pdf_pages[page], (label, page + 1)
+
+
+def test_every_notebook_cell_number_shows_in_part2_without_gaps(pdf_pages) -> None:
+    """Support cells and the given model leave a line where they ran: In [1], In [2], ... with no gap."""
+    part2 = next(i for i, page in enumerate(pdf_pages) if "Part 2 - Code Assignments" in page and i > 1)
+    text = "\n".join(pdf_pages[part2 : appendix_start(pdf_pages)])
+    numbers = sorted({int(n) for n in re.findall(r"(?m)^\s*(?:In )?\[(\d+)\]:", text)})
+    assert numbers == list(range(1, numbers[-1] + 1)), numbers
+    assert text.count("support code (appendix B)") >= 5
+    assert "PositionalEncoding and TransformerModel — the assignment’s code, unchanged" in text
+
+
 def test_support_code_only_in_the_appendix(pdf_pages) -> None:
     start = appendix_start(pdf_pages)
     for page_number, page in enumerate(pdf_pages[:start], start=1):
         for definition in SUPPORT_DEFINITIONS:
             assert definition not in page, (definition, page_number)
     appendix = "\n".join(pdf_pages[start:])
-    assert "wikitext2_dir()" in appendix and "HParams" in appendix and "chunk_starts()" in appendix
+    assert "The torchtext replacement" in appendix and "checked against the assignment" in appendix
     assert len(pdf_pages) - start <= 2  # the appendix: at most two pages
 
 
