@@ -94,7 +94,7 @@ def test(c: Context, fast: bool = False, args: str = "") -> None:
 def clean(c: Context) -> None:
     """Empty build/ (refused while a build is running; the lock file stays)."""
     from hw3build.build import clean as run_clean
-    from hw3build.locks import LockBusy
+    from hw3tools.locks import LockBusy
 
     try:
         removed = run_clean(BUILD_DIR)
@@ -118,7 +118,7 @@ def bench(c: Context, args: str = "") -> None:
 )
 def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
     """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.theory)."""
-    from hw3build.locks import LockBusy, build_lock_for
+    from hw3tools.locks import LockBusy, build_lock_for
 
     command = f"{sys.executable} -m hw3build.theory --out {shlex.quote(out)}"
     if pdf:

@@ -146,7 +146,7 @@ def submission_zip(
 
 _HOLDER = """
 import sys
-from hw3build.locks import build_lock
+from hw3tools.locks import build_lock
 with build_lock(sys.argv[1], timeout=0):
     print("locked", flush=True)
     sys.stdin.readline()

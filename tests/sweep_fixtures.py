@@ -52,7 +52,7 @@ def start_sweep(cwd: Path, command: list[str]) -> subprocess.Popen:
 
 
 def load(study: str, storage: str) -> optuna.Study:
-    from hw3.studies import open_storage
+    from hw3tools.studies import open_storage
 
     return optuna.load_study(study_name=study, storage=open_storage(storage))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from hw3build.build import clean
-from hw3build.locks import BUILD_LOCK_NAME, LockBusy, build_lock, build_lock_for, exclusive_lock
+from hw3tools.locks import BUILD_LOCK_NAME, LockBusy, build_lock, build_lock_for, exclusive_lock
 from submission_fixtures import lock_held_elsewhere
 
 
@@ -81,13 +81,13 @@ def test_a_report_run_by_hand_takes_the_build_lock(tmp_path: Path, monkeypatch, 
     (tmp_path / "build").mkdir()
     with lock_held_elsewhere(tmp_path / "build"):
         with pytest.raises(LockBusy):
-            with build_lock_for("build/report/report.pdf", timeout=0):
+            with build_lock_for("build/report/report.pdf", build_dir="build", timeout=0):
                 pass
         monkeypatch.setattr(report, "build_report", lambda *a, **k: pytest.fail("wrote while locked"))
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "metrics.json").write_text("{}")
         repo = Path(__file__).resolve().parents[1]
-        code = report.main(["run", "--config", str(repo / "submission.toml")])
+        code = report.main(["run", "--config", str(repo / "submission.toml"), "--build-dir", "build"])
     assert code == 1 and "held by another process" in capsys.readouterr().err
     with build_lock_for(tmp_path / "elsewhere" / "report.pdf", timeout=0) as held:
         assert held is None  # outside build/: nothing to lock

@@ -1,6 +1,6 @@
 """The history study holds every earlier trial with complete settings; a study's report chooses on
 validation, evaluates the test split once, and --apply writes submission.toml keeping its comments;
-python -m hw3.train --from-study re-runs a trial's exact settings."""
+python -m hw3tools.train --from-study re-runs a trial's exact settings."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import optuna
 import pytest
 import tomlkit
-from hw3.cli import main as train_main
 from hw3.hparams import HParams, profile_defaults
-from hw3.studies import open_storage
 from hw3sweep.apply import applied_settings, apply_trial
 from hw3sweep.cli import main as sweep_main
 from hw3sweep.report import TEST_EVALUATIONS, chosen_trial
+from hw3tools.studies import open_storage
+from hw3tools.train import main as train_main
 from optuna.trial import TrialState
 from sweep_fixtures import REPO, TINY, load, start_sweep, sweep_command, write_corpus
 

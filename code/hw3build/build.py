@@ -30,11 +30,11 @@ from typing import Any
 
 from hw3.files import write_atomic
 from hw3.metrics import MetricsError, read_metrics
+from hw3tools.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
 
 from hw3build import leftovers
 from hw3build.config import ConfigError, SubmissionConfig, load_config
 from hw3build.failpoints import failpoint
-from hw3build.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
 from hw3build.package import make_zip
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
 from hw3build.validate import ValidationReport, validate_zip

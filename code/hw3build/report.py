@@ -260,24 +260,33 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
+    from hw3.hparams import PROFILES
+    from hw3tools.locks import LockBusy, build_lock_for
+    from hw3tools.repo import BUILD_DIR, ROOT, THEORY_DIR
+
     from hw3build.config import ConfigError, load_config
     from hw3build.execute import SHIPPED_NAME
-    from hw3build.locks import LockBusy, build_lock_for
 
     parser = argparse.ArgumentParser(prog="python -m hw3build.report", description=main.__doc__)
     parser.add_argument("run_dir", type=Path, help="build/run/<key>: executed.ipynb, metrics.json, figures/")
-    parser.add_argument("--config", type=Path, default=Path("submission.toml"))
-    parser.add_argument("--profile", choices=("quick", "full"), help="override the config's profile")
-    parser.add_argument("--theory", type=Path, default=Path("theory"))
-    parser.add_argument("--checks", type=Path, default=Path("build/theory"))
-    parser.add_argument("--record", type=Path, default=Path("build/build.json"))
-    parser.add_argument("--out", type=Path, default=Path("build/report/report.pdf"))
+    parser.add_argument("--config", type=Path, default=ROOT / "submission.toml")
+    parser.add_argument("--profile", choices=PROFILES, help="override the config's profile")
+    parser.add_argument("--theory", type=Path, default=THEORY_DIR)
+    parser.add_argument(
+        "--build-dir", type=Path, default=BUILD_DIR, help="the build folder (its lock is held)"
+    )
+    parser.add_argument("--checks", type=Path, help="default: BUILD_DIR/theory")
+    parser.add_argument("--record", type=Path, help="default: BUILD_DIR/build.json")
+    parser.add_argument("--out", type=Path, help="default: BUILD_DIR/report/report.pdf")
     args = parser.parse_args(argv)
+    args.checks = args.checks or args.build_dir / "theory"
+    args.record = args.record or args.build_dir / "build.json"
+    args.out = args.out or args.build_dir / "report" / "report.pdf"
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = load_config(args.config, profile=args.profile)
         # a build may be writing build/ (`invoke build` holds its lock): read and write under it
-        with build_lock_for(args.out):
+        with build_lock_for(args.out, build_dir=args.build_dir):
             metrics = read_metrics(args.run_dir / "metrics.json")
             record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else {}
             record.pop("build", None)  # this build's clock time and durations never go into the PDF

@@ -7,7 +7,7 @@ The records are read from git, as they were at :data:`PIN` (the last commit that
 gives the same journal, byte for byte (a test checks the committed one). Each trial gets its
 complete hyper-parameters, not a difference from a default: the record's own ``hparams`` where it
 has them, else the defaults of ``hw3.hparams`` at the commit that ran it (read from git) with the
-run's command line parsed by ``hw3.cli``'s own parser (or the GPU sweep's overrides); a field that
+run's command line parsed by ``hw3tools.train``'s own parser (or the GPU sweep's overrides); a field that
 did not exist yet gets the value that meant the old behaviour (:data:`ABSENT_MEANT`). A run stopped
 before its last epoch is PRUNED (a person or a deadline stopped it), a finished one COMPLETE with
 its best validation perplexity. Measurements kept only in the README (the shuffle probe, an
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hw3.cli import build_parser as train_parser
-from hw3.cli import parse_override
 from hw3.hparams import HParams
-from hw3.studies import HPARAMS_ATTR, RECORDED_DIR, journal_path
+from hw3tools.studies import HPARAMS_ATTR, RECORDED_DIR, journal_path
+from hw3tools.train import build_parser as train_parser
+from hw3tools.train import parse_override
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import TrialState
@@ -132,8 +132,8 @@ def defaults_at(commit: str) -> dict[str, Any]:
 
 
 def hparams_from_command(commit: str, command: str) -> HParams:
-    """The hyper-parameters a ``python -m hw3.train`` command line ran with at ``commit``."""
-    argv = shlex.split(command.split(" (")[0])[3:]  # after "python -m hw3.train"
+    """The hyper-parameters a ``python -m hw3tools.train`` command line ran with at ``commit``."""
+    argv = shlex.split(command.split(" (")[0])[3:]  # after "python -m hw3tools.train"
     args = train_parser().parse_args(argv)
     settings = defaults_at(commit)
     if args.profile == "quick":
@@ -175,7 +175,7 @@ def seconds_of(history: list[dict[str, Any]]) -> float | None:
 
 
 def single_runs(name: str, record: dict[str, Any], commit: str) -> Iterator[Recorded]:
-    """A ``python -m hw3.train`` record (metrics.json plus notes)."""
+    """A ``python -m hw3tools.train`` record (metrics.json plus notes)."""
     hp = complete(record["hparams"])
     history = record["history"]
     attrs = {"test_ppl": record["test_ppl"]} if "test_ppl" in record else {}
@@ -205,7 +205,7 @@ def gpu_trials(name: str, record: dict[str, Any], commit: str) -> Iterator[Recor
 
 
 def proxy_trials(name: str, record: dict[str, Any], commit: str) -> Iterator[Recorded]:
-    """The 3,000-step proxies: several ``python -m hw3.train`` runs per file."""
+    """The 3,000-step proxies: several ``python -m hw3tools.train`` runs per file."""
     for trial_name, trial in record["trials"].items():
         rebuilt = hparams_from_command(commit, trial["command"])
         hp = complete(trial["hparams"]) if "hparams" in trial else rebuilt

@@ -37,8 +37,9 @@ from hw3.fastpath import TrainingDiverged
 from hw3.files import write_atomic
 from hw3.hparams import FIXED, HParams
 from hw3.metrics import perplexity
-from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR
 from hw3.train import build_model, fit, resolve_device, resolved_run, set_seed
+from hw3tools.repo import git_state
+from hw3tools.studies import HPARAMS_ATTR, SWEEPS_DIR
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, Trial, TrialState
 
@@ -84,10 +85,8 @@ def worker_seed(seed: int, index: int) -> int:
 
 
 def git_commit() -> dict[str, Any]:
-    """The commit of the code a trial ran (hw3build.record.git_state)."""
-    from hw3build.record import git_state
-
-    return git_state(Path(__file__).resolve().parents[2])
+    """The commit of the code a trial ran."""
+    return git_state()
 
 
 class Trainer:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hw3build.locks import build_lock
+from hw3tools.locks import build_lock
 
 REPO = Path(__file__).resolve().parents[2]
 # A training run of seconds: the suite tests the build around it, not the model.

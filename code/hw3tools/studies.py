@@ -1,6 +1,6 @@
 """Where a tuning study (an Optuna study) is stored, and the hyper-parameters of one of its trials.
 
-The one home of the storage convention, for ``python -m hw3.train --from-study`` and for the tuner
+The one home of the storage convention, for ``python -m hw3tools.train --from-study`` and for the tuner
 (``hw3sweep``, which imports this module; ``hw3`` never imports ``hw3sweep``):
 
 - ``--storage`` given: a URL (``postgresql+psycopg://user@host/db``: Optuna's RDBStorage, for
@@ -41,9 +41,7 @@ class StudyError(ValueError):
 def check_study_name(study: str) -> str:
     """``study`` if it can name a journal file (letters, digits, ``_ . -``), else StudyError."""
     if not _STUDY_NAME.fullmatch(study):
-        raise StudyError(
-            f"study name {study!r}: use letters, digits, '_', '.' and '-' (it names a file)"
-        )
+        raise StudyError(f"study name {study!r}: use letters, digits, '_', '.' and '-' (it names a file)")
     return study
 
 
@@ -93,9 +91,7 @@ def load_trial(study: str, number: int, storage: str | None = None) -> FrozenTri
         raise StudyError(f"no study {study!r} in {location}") from None
     trials = loaded.get_trials(deepcopy=False)
     if not 0 <= number < len(trials):
-        raise StudyError(
-            f"study {study!r} ({location}) has trials 0-{len(trials) - 1}, not {number}"
-        )
+        raise StudyError(f"study {study!r} ({location}) has trials 0-{len(trials) - 1}, not {number}")
     return trials[number]
 
 
@@ -103,7 +99,5 @@ def trial_hparams(trial: FrozenTrial) -> HParams:
     """The complete hyper-parameters a trial recorded (validated again)."""
     recorded: dict[str, Any] | None = trial.user_attrs.get(HPARAMS_ATTR)
     if not isinstance(recorded, dict):
-        raise StudyError(
-            f"trial {trial.number} has no recorded hyper-parameters ('{HPARAMS_ATTR}')"
-        )
+        raise StudyError(f"trial {trial.number} has no recorded hyper-parameters ('{HPARAMS_ATTR}')")
     return HParams.from_dict(recorded)

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import portalocker
 
+from hw3tools.repo import BUILD_DIR
+
 BUILD_LOCK_NAME = ".lock"
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -90,7 +92,7 @@ def build_lock(build_dir: str | Path, timeout: float = DEFAULT_TIMEOUT_S) -> Ite
 
 @contextmanager
 def build_lock_for(
-    *paths: str | Path, build_dir: str | Path = "build", timeout: float = DEFAULT_TIMEOUT_S
+    *paths: str | Path, build_dir: str | Path = BUILD_DIR, timeout: float = DEFAULT_TIMEOUT_S
 ) -> Iterator[Path | None]:
     """Hold the build lock of ``build_dir`` while writing ``paths`` when any of them lies inside it (a tool
     run by hand, e.g. ``python -m hw3build.report``, must not write into a folder a build is using)."""

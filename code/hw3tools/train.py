@@ -1,4 +1,4 @@
-"""``python -m hw3.train``: train the language model outside the notebook.
+"""``python -m hw3tools.train``: train the language model outside the notebook.
 
 The same functions as the notebook, in the same order: load the data, build the given model,
 ``fit``, test the best model, generate three sentences, and write the run's record with
@@ -9,7 +9,7 @@ epoch exactly as if it had not stopped.
 
 ``--from-study STUDY --trial N [--storage URL]`` re-runs a trial of a tuning study exactly: its
 complete recorded hyper-parameters replace the profile's (``--epochs`` and ``--set`` still apply on
-top); where studies are stored is :mod:`hw3.studies`.
+top); where studies are stored is :mod:`hw3tools.studies`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from hw3.data import load_splits, summary
 from hw3.download import DataError, wikitext2_dir
 from hw3.files import write_atomic
@@ -31,7 +30,6 @@ from hw3.generate import generate_sentences
 from hw3.hparams import PROFILES, HParams, profile_defaults
 from hw3.metrics import METRICS_NAME, metrics_record, perplexity, write_metrics
 from hw3.plots import plot_history
-from hw3.studies import StudyError, load_trial, trial_hparams
 from hw3.train import (
     FitResult,
     autocast_dtype,
@@ -44,6 +42,8 @@ from hw3.train import (
     set_seed,
 )
 
+from hw3tools.studies import StudyError, load_trial, trial_hparams
+
 BEST_MODEL_NAME = "best_model.pt"
 CHECKPOINT_NAME = "checkpoint.pt"
 CURVES_NAME = "loss_ppl.png"
@@ -51,7 +51,7 @@ CURVES_NAME = "loss_ppl.png"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m hw3.train", description="Train the WikiText-2 Transformer LM."
+        prog="python -m hw3tools.train", description="Train the WikiText-2 Transformer LM."
     )
     parser.add_argument("--profile", choices=PROFILES, help="quick (default) or full")
     parser.add_argument("--epochs", type=int, help="override the profile's number of epochs")
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the run whose checkpoint.pt is in --out after its last finished epoch",
     )
-    study = parser.add_argument_group("re-run a trial of a tuning study (hw3.studies)")
+    study = parser.add_argument_group("re-run a trial of a tuning study (hw3tools.studies)")
     study.add_argument("--from-study", metavar="STUDY", help="the study's name, e.g. history")
     study.add_argument("--trial", type=int, metavar="N", help="the trial's number in the study")
     study.add_argument(
@@ -137,9 +137,7 @@ def load_checkpoint(path: Path, hp: HParams, device: torch.device) -> dict[str, 
         raise ValueError(f"--resume: no checkpoint at {path}")
     state = torch.load(path, map_location=device, weights_only=True)
     saved, current = state.pop("hparams"), hp.to_dict()
-    differ = sorted(
-        k for k in saved.keys() | current.keys() if saved.get(k, "<absent>") != current.get(k)
-    )
+    differ = sorted(k for k in saved.keys() | current.keys() if saved.get(k, "<absent>") != current.get(k))
     if differ:
         details = ", ".join(
             f"{k}: {saved.get(k, '<absent>')!r} there, {current.get(k)!r} now" for k in differ
@@ -184,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.time()
-    vocab, train_data, val_data, test_data = load_splits(
-        folder, hp.batch_size, hp.eval_batch_size, device
-    )
+    vocab, train_data, val_data, test_data = load_splits(folder, hp.batch_size, hp.eval_batch_size, device)
     run = resolved_run(device, hp)
     print(hp.describe(), flush=True)
     print(f"running on {run['device']} ({run['precision']}, {run['threads']} threads)", flush=True)
@@ -230,9 +226,7 @@ def train_saving_every_epoch(
 
     def save_epoch(result: FitResult) -> None:
         recorder.save(result)
-        save_torch(
-            out / CHECKPOINT_NAME, {"hparams": hp.to_dict(), **checkpoint_state(model, result)}
-        )
+        save_torch(out / CHECKPOINT_NAME, {"hparams": hp.to_dict(), **checkpoint_state(model, result)})
 
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     result = fit(
