@@ -18,7 +18,7 @@ from hw3sweep.report import TEST_EVALUATIONS, chosen_trial
 from hw3tools.studies import open_storage
 from hw3tools.train import main as train_main
 from optuna.trial import TrialState
-from sweep_fixtures import REPO, TINY, load, start_sweep, sweep_command, write_corpus
+from sweep_fixtures import REPO, TINY, load, load_benchmark, start_sweep, sweep_command, write_corpus
 
 HISTORY = REPO / "benchmarks" / "studies" / "history.journal"
 
@@ -55,11 +55,10 @@ def test_history_chooses_the_full_profile_by_validation() -> None:
 
 
 def test_the_committed_history_is_what_the_importer_writes() -> None:
-    from hw3sweep.history import PIN, history_journal
-
-    if subprocess.run(["git", "cat-file", "-e", PIN], cwd=REPO, capture_output=True).returncode:
-        pytest.skip(f"commit {PIN} is not in this clone (shallow?): the importer reads the records from it")
-    assert history_journal() == HISTORY.read_text(encoding="utf-8")
+    importer = load_benchmark("import_history")
+    if subprocess.run(["git", "cat-file", "-e", importer.PIN], cwd=REPO, capture_output=True).returncode:
+        pytest.skip(f"commit {importer.PIN} is not in this clone (shallow?): the importer reads the records from it")
+    assert importer.history_journal() == HISTORY.read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Import every trial measured before the tuner existed into the study ``history``.
 
-    python -m hw3sweep.history [--out benchmarks/studies/history.journal]
+    PYTHONPATH=code python benchmarks/import_history.py [--out benchmarks/studies/history.journal]
 
 The records are read from git, as they were at :data:`PIN` (the last commit that kept them in
 ``benchmarks/results/``), so the import can be repeated after the files were retired and always
@@ -33,6 +33,8 @@ from typing import Any
 
 import optuna
 from hw3.hparams import HParams
+from hw3sweep.space import space_params
+from hw3tools.repo import ROOT as REPO
 from hw3tools.studies import HPARAMS_ATTR, RECORDED_DIR, journal_path
 from hw3tools.train import build_parser as train_parser
 from hw3tools.train import parse_override
@@ -40,12 +42,10 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import TrialState
 
-from hw3sweep.space import space_params
-
 PIN = "6ebe729"  # main's commit holding every record in benchmarks/results
 RESULTS = "benchmarks/results"
 STUDY = "history"
-REPO = Path(__file__).resolve().parents[2]
+IMPORTER = "hw3sweep.history"  # the name the committed journal records (its module when it was written)
 # fields added after some runs: the value that reproduces what those runs did
 ABSENT_MEANT = {
     "tie_weights": False,
@@ -341,15 +341,15 @@ def history_journal() -> str:
     )
     study.set_user_attr("budget", "mixed")
     study.set_user_attr("objective", "validation perplexity (best epoch)")
-    study.set_user_attr("imported_from", f"{RESULTS}/*.json and the README at {PIN} (hw3sweep.history)")
+    study.set_user_attr("imported_from", f"{RESULTS}/*.json and the README at {PIN} ({IMPORTER})")
     for run in recorded_runs():
         study.add_trial(to_trial(run))
     # a fixed worker id instead of a random one per import: the same records give the same file
-    return "".join(json.dumps({**log, "worker_id": "hw3sweep.history"}) + "\n" for log in backend.logs)
+    return "".join(json.dumps({**log, "worker_id": IMPORTER}) + "\n" for log in backend.logs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3sweep.history", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="benchmarks/import_history.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(journal_path(STUDY, RECORDED_DIR)))
     args = parser.parse_args(argv)
     from hw3.files import write_atomic
