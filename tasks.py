@@ -8,8 +8,19 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent  # the checkout invoke runs in
 BUILD_DIR = ROOT / "build"
+
+
+def project() -> Path:
+    """This checkout, when the hw3 packages are imported from it; else stop, naming both paths (one
+    virtual environment for two clones would read one's templates and write the other's build/)."""
+    from hw3tools.repo import CheckoutMismatch, require_checkout
+
+    try:
+        return require_checkout(ROOT)
+    except CheckoutMismatch as exc:
+        raise Exit(f"ERROR: {exc}", code=2) from None
 
 
 @task(
@@ -36,11 +47,13 @@ def build(
     theory_timeout: int | None = None,
 ) -> None:
     """Build build/dist/ece046211_hw3_<id1>_<id2>.zip: notebook, execution, theory checks, PDF, zip, checks."""
+    project()
+    from hw3.hparams import PROFILES
     from hw3build.build import BuildFailed, timeouts_from
     from hw3build.build import build as run_build
 
-    if profile not in (None, "quick", "full"):
-        raise Exit(f"--profile must be quick or full, not {profile!r}", code=2)
+    if profile is not None and profile not in PROFILES:
+        raise Exit(f"--profile must be one of {', '.join(PROFILES)}, not {profile!r}", code=2)
     config_path = Path(config)
     if not config_path.is_absolute() and not config_path.exists():
         config_path = ROOT / config_path  # invoke may run from a subfolder of the repository
@@ -67,6 +80,7 @@ def build(
 )
 def validate(c: Context, zip: str | None = None, strict: bool = False) -> None:  # noqa: A002 - the CLI name
     """Check a submission zip against the course's rules and print the checklist."""
+    project()
     from hw3build.validate import main
 
     argv = [*([zip] if zip else []), *(["--strict"] if strict else [])]
@@ -85,6 +99,7 @@ def validate(c: Context, zip: str | None = None, strict: bool = False) -> None: 
 def test(c: Context, fast: bool = False, args: str = "") -> None:
     """Run the test suite (pytest); the whole suite, e2e, TeX and fault-injection tests included, unless
     --fast. The fault-injection suite (tests/faults) rewrites docs/reliability.md from its results."""
+    project()
     marker = ' -m "not e2e and not slow"' if fast else ""
     with c.cd(str(ROOT)):
         c.run(f"{sys.executable} -m pytest{marker} {args}".rstrip(), pty=False)
@@ -93,6 +108,7 @@ def test(c: Context, fast: bool = False, args: str = "") -> None:
 @task
 def clean(c: Context) -> None:
     """Empty build/ (refused while a build is running; the lock file stays)."""
+    project()
     from hw3build.build import clean as run_clean
     from hw3tools.locks import LockBusy
 
@@ -118,6 +134,7 @@ def bench(c: Context, args: str = "") -> None:
 )
 def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
     """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.theory)."""
+    project()
     from hw3tools.locks import LockBusy, build_lock_for
 
     command = f"{sys.executable} -m hw3build.theory --out {shlex.quote(out)}"
@@ -156,6 +173,7 @@ def sweep(
     args: str = "",
 ) -> None:
     """Tune the hyper-parameters as an Optuna study (python -m hw3sweep): run, --report or --apply."""
+    project()
     options = {
         "--study": study,
         "--trials": trials,

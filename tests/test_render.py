@@ -11,7 +11,6 @@ from hw3build.inline import NotSelfContained
 from hw3build.literal import markdown_literal
 from hw3build.nbtex import CODE_COLUMNS, display_width
 from hw3build.render import (
-    SUPPORT_TAG,
     TEMPLATE_NAME,
     RenderError,
     build_notebook,
@@ -20,6 +19,7 @@ from hw3build.render import (
     parse_cells,
     render_notebook,
 )
+from hw3build.schema import SUPPORT_TAG
 
 TASK_HEADINGS = [
     "Task 1 - Loading and Observing the Data",

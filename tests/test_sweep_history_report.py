@@ -57,7 +57,9 @@ def test_history_chooses_the_full_profile_by_validation() -> None:
 def test_the_committed_history_is_what_the_importer_writes() -> None:
     importer = load_benchmark("import_history")
     if subprocess.run(["git", "cat-file", "-e", importer.PIN], cwd=REPO, capture_output=True).returncode:
-        pytest.skip(f"commit {importer.PIN} is not in this clone (shallow?): the importer reads the records from it")
+        pytest.skip(
+            f"commit {importer.PIN} is not in this clone (shallow?): the importer reads the records from it"
+        )
     assert importer.history_journal() == HISTORY.read_text(encoding="utf-8")
 
 

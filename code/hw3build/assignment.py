@@ -59,6 +59,7 @@ QUESTION_PARTS: tuple[tuple[str, str], ...] = (
     ("q3.1", "the exact gradient by BPTT"),
     ("q3.2", "the two problems as t grows, and their remedies"),
 )
+ANSWER_LABELS = tuple(f"ans:{key}" for key, _ in QUESTION_PARTS)  # each \label-ed in theory/*.tex
 
 SUBMISSION_PREFIX = "ece046211_hw3"
 STUDENT_ID = re.compile(r"^\d{9}$")

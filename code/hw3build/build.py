@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from hw3.files import write_atomic
+from hw3.hparams import PROFILES
 from hw3.metrics import MetricsError, read_metrics
 from hw3tools.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
+from hw3tools.repo import ROOT
 
 from hw3build import leftovers
 from hw3build.config import ConfigError, SubmissionConfig, load_config
@@ -39,7 +41,6 @@ from hw3build.package import make_zip
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
 from hw3build.validate import ValidationReport, validate_zip
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 THEORY_KEY_NAME = ".inputs-sha256"
 STAGE_NAMES = (
     "config", "preflight", "lock", "render", "execute", "theory", "record", "report", "zip", "validate",
@@ -183,7 +184,7 @@ class BuildPaths:
 
 def build_paths(project_root: str | Path | None = None, build_dir: str | Path | None = None) -> BuildPaths:
     """The project root (default: this repository, wherever the config is) and ``<root>/build``."""
-    root = Path(project_root) if project_root is not None else REPO_ROOT
+    root = Path(project_root) if project_root is not None else ROOT
     return BuildPaths(
         project_root=root, build_dir=Path(build_dir) if build_dir is not None else root / "build"
     )
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", default="submission.toml", help="the submission config (default: %(default)s)"
     )
-    parser.add_argument("--profile", choices=("quick", "full"), help="override the config's profile")
+    parser.add_argument("--profile", choices=PROFILES, help="override the config's profile")
     parser.add_argument("--force", action="store_true", help="re-run the notebook even when cached")
     parser.add_argument("--data-dir", help="offline folder with wiki.{train,valid,test}.tokens")
     parser.add_argument("--build-dir", help="where to build (default: build/ in the repository)")

@@ -25,14 +25,10 @@ from typing import Any
 import nbformat
 from hw3.download import sha256_file
 
+from hw3build.schema import INJECTED_PARAMETERS_TAG, LOCATION_PARAMETERS, PARAMETERS_TAG, cell_tags
+
 KEY_LENGTH = 16  # hex digits of sha256 kept in the run folder's name
-# Parameters that say where things are, not what is computed.
-LOCATION_PARAMETERS = frozenset({"out_dir", "data_dir"})
 DATA_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")
-
-
-def is_parameters_cell(cell: Any) -> bool:
-    return cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])
 
 
 def code_sources(nb: nbformat.NotebookNode) -> list[str]:
@@ -40,8 +36,8 @@ def code_sources(nb: nbformat.NotebookNode) -> list[str]:
     papermill's ``injected-parameters`` cell (their values are hashed as the typed parameter dict)."""
     sources = []
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if cell.cell_type == "code" and "parameters" not in tags and "injected-parameters" not in tags:
+        tags = cell_tags(cell)
+        if cell.cell_type == "code" and PARAMETERS_TAG not in tags and INJECTED_PARAMETERS_TAG not in tags:
             sources.append(cell.source)
     return sources
 

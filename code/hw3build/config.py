@@ -19,13 +19,13 @@ from typing import Any
 from hw3.hparams import PROFILES, HParams, profile_defaults
 
 from hw3build.assignment import submission_stem
+from hw3build.schema import DEVICES
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-DEVICES = ("auto", "cpu", "cuda")
 TOP_LEVEL_KEYS = ("profile", "device", "data_dir", "students", "hparams")
 STUDENT_KEYS = ("name", "email", "id")
 CAMPUS_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@campus\.technion\.ac\.il")

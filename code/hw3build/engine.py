@@ -27,10 +27,10 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import remove_args
 
-from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, tags
+from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR
+from hw3build.schema import TRAINING_TAG, cell_tags
 
 ENGINE_NAME = "hw3build"
-TRAINING_TAG = "training"
 log = logging.getLogger("papermill")
 
 
@@ -38,7 +38,7 @@ def timeout_by_tag(cell_timeout: int | None, training_timeout: int | None) -> Ca
     """nbclient's ``timeout_func``: the cell's limit in seconds (None: no limit)."""
 
     def timeout_of(cell: Any) -> int | None:
-        return training_timeout if TRAINING_TAG in tags(cell) else cell_timeout
+        return training_timeout if TRAINING_TAG in cell_tags(cell) else cell_timeout
 
     return timeout_of
 

@@ -34,18 +34,11 @@ from hw3.files import write_atomic, write_json_atomic
 from hw3build import cache, runs
 from hw3build.engine import ENGINE_NAME, timeout_by_tag
 from hw3build.failpoints import failpoint
-from hw3build.failures import (
-    DEAD_KERNEL_ERROR,
-    PAPERMILL_ERROR_TAG,
-    TIMEOUT_ERROR,
-    Failure,
-    describe_failure,
-    find_failure,
-    tags,
-)
+from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, Failure, describe_failure, find_failure
 from hw3build.manifest import write_manifest
 from hw3build.parameters import ParameterError, resolve_parameters
 from hw3build.runs import EXECUTED_NAME, METRICS_NAME
+from hw3build.schema import INJECTED_PARAMETERS_TAG, PAPERMILL_ERROR_TAG, PARAMETERS_TAG, cell_tags
 
 __all__ = ["ExecutionFailed", "ExecutionResult", "ParameterError", "execute_notebook", "restitch_markdown"]
 
@@ -339,7 +332,7 @@ def restitch_markdown(
     ``injected-parameters`` cell follows the ``parameters`` cell as in the executed notebook.
     """
     executed_code = [
-        c for c in executed.cells if c.cell_type == "code" and PAPERMILL_ERROR_TAG not in tags(c)
+        c for c in executed.cells if c.cell_type == "code" and PAPERMILL_ERROR_TAG not in cell_tags(c)
     ]
     cells = []
     for cell in rendered.cells:
@@ -351,10 +344,10 @@ def restitch_markdown(
         done = executed_code.pop(0)
         # The parameters cell holds defaults only (not in the key: papermill injects the real values after
         # it): keep the executed one.
-        if done.source != cell.source and "parameters" not in tags(cell):
+        if done.source != cell.source and PARAMETERS_TAG not in cell_tags(cell):
             raise ValueError(f"cached code cell differs from the rendered one: {cell.source[:60]!r}")
         cells.append(done)
-        if executed_code and "injected-parameters" in tags(executed_code[0]):
+        if executed_code and INJECTED_PARAMETERS_TAG in cell_tags(executed_code[0]):
             cells.append(executed_code.pop(0))
     if executed_code:
         raise ValueError("the cached notebook has more code cells than the rendered one")

@@ -54,12 +54,3 @@ def manifest_problem(folder: str | Path) -> str | None:
         if sha256_file(file) != expected.get("sha256"):
             return f"{name} differs from its sha256 in the manifest (edited or corrupted)"
     return None
-
-
-def listed_files(folder: str | Path) -> list[str]:
-    """The names the manifest lists (empty when there is no readable manifest)."""
-    try:
-        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
-        return sorted(manifest["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []

@@ -21,22 +21,31 @@ The exporter's output is split into the definitions (for the preamble) and the b
 
 from __future__ import annotations
 
-import ast
 import copy
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nbformat
+from hw3tools.repo import TEMPLATES_DIR
 from nbconvert.exporters import LatexExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor, TagRemovePreprocessor
 from traitlets import Any as AnyTrait
 
 from hw3build.latex import STRAIGHT_DOUBLE_QUOTE, ReportError
+from hw3build.schema import (
+    INJECTED_PARAMETERS_TAG,
+    LOCATION_PARAMETERS,
+    PARAMETERS_TAG,
+    SUPPORT_TAG,
+    ParameterError,
+    cell_answer_keys,
+    has_tag,
+    parameter_values,
+)
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "report"
+TEMPLATE_DIR = TEMPLATES_DIR / "report"
 NOTEBOOK_TEMPLATE = "notebook.tex.j2"
 FIGURES_DIR = "nbfigs"
 BODY_MARKER = "%% ==== hw3 notebook body ===="
@@ -44,9 +53,6 @@ END_MARKER = "%% ==== hw3 notebook end ===="
 # Columns of code and printed text that fit the report's code width (DejaVu Sans Mono at the template's
 # size fits ~108): the notebook's code is written to this width (code/hw3 has ruff's 100-column limit).
 CODE_COLUMNS = 100
-SUPPORT_TAG = "support"
-ANSWER_TAG_PREFIX = "answer-"  # answer-t1 ... : the report's answer index links to \label{ans:t1}
-PATH_PARAMETERS = frozenset({"data_dir", "out_dir"})  # where the run read and wrote, not choices
 
 _CSI = re.compile(r"\x1b\[[0-9;?]*([@-~])")  # terminal control sequences; SGR ('m') ones are colours
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
@@ -158,10 +164,6 @@ def _headings(source: str) -> list[tuple[int, str]]:
     return found
 
 
-def _tags(cell: nbformat.NotebookNode) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
 # ------------------------------------------------------------------------------------------ preprocessors
 
 
@@ -186,34 +188,26 @@ class DropFrontMatter(Preprocessor):
 
 class DropRepeatedParameters(Preprocessor):
     """Drop papermill's injected-parameters cell when its values equal the parameters cell's, apart from
-    the local paths of :data:`PATH_PARAMETERS`; keep it otherwise (then it says what ran)."""
+    the local paths of :data:`hw3build.schema.LOCATION_PARAMETERS`; keep it otherwise (then it says what ran)."""
 
     def preprocess(self, nb, resources):
-        defaults = next((c for c in nb.cells if "parameters" in _tags(c)), None)
-        injected = [c for c in nb.cells if "injected-parameters" in _tags(c)]
+        defaults = next((c for c in nb.cells if has_tag(c, PARAMETERS_TAG)), None)
+        injected = [c for c in nb.cells if has_tag(c, INJECTED_PARAMETERS_TAG)]
         if defaults is not None and injected:
             chosen, ran = _literal_assignments(defaults.source), _literal_assignments(injected[0].source)
             if ran is not None and chosen is not None:
                 differ = {k for k in chosen.keys() | ran.keys() if chosen.get(k) != ran.get(k)}
-                if differ <= PATH_PARAMETERS:
+                if differ <= LOCATION_PARAMETERS:
                     nb.cells = [c for c in nb.cells if c is not injected[0]]
         return nb, resources
 
 
 def _literal_assignments(source: str) -> dict[str, object] | None:
     """``name = literal`` lines as a dict (None when the cell holds anything else)."""
-    values: dict[str, object] = {}
     try:
-        for node in ast.parse(source).body:
-            if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
-                return None
-            target = node.targets[0]
-            if not isinstance(target, ast.Name):
-                return None
-            values[target.id] = ast.literal_eval(node.value)
-    except (SyntaxError, ValueError):
+        return parameter_values(source)
+    except ParameterError:
         return None
-    return values
 
 
 class PrintableOutputs(Preprocessor):
@@ -343,6 +337,7 @@ def notebook_to_latex(nb: nbformat.NotebookNode, sanitize: Callable[[str], str] 
     exporter = LatexExporter(template_file=NOTEBOOK_TEMPLATE, extra_template_paths=[str(TEMPLATE_DIR)])
     exporter.register_filter("mark_completed_lines", mark_completed_lines)
     exporter.register_filter("straight_double_quotes", straight_double_quotes)
+    exporter.register_filter("answer_keys", cell_answer_keys)
     resources = {"output_files_dir": FIGURES_DIR, "charlim": CODE_COLUMNS}
     latex, resources = exporter.from_notebook_node(printable, resources=resources)
     head, marker, rest = latex.partition(BODY_MARKER)

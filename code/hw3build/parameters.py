@@ -7,25 +7,20 @@ the values typed (hyper-parameters through ``HParams``), and the typed dict is w
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 from typing import Any
 
 import nbformat
 
-from hw3build import cache
+from hw3build.schema import DEVICES, ParameterError, is_parameters_cell, parameter_values
 
-DEVICES = ("auto", "cpu", "cuda")
-
-
-class ParameterError(ValueError):
-    """A parameter the notebook does not define, or a value it cannot take."""
+__all__ = ["ParameterError", "default_parameters", "parameters_cell", "resolve_parameters"]
 
 
 def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The one code cell tagged ``parameters``."""
-    cells = [cell for cell in nb.cells if cache.is_parameters_cell(cell)]
+    cells = [cell for cell in nb.cells if is_parameters_cell(cell)]
     if len(cells) != 1:
         raise ParameterError(
             f"the notebook must have exactly one cell tagged 'parameters', found {len(cells)}"
@@ -35,22 +30,7 @@ def parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def default_parameters(nb: nbformat.NotebookNode) -> dict[str, Any]:
     """The ``name = literal`` assignments of the ``parameters`` cell, evaluated safely."""
-    source = parameters_cell(nb).source
-    defaults: dict[str, Any] = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name, value = node.targets[0].id, node.value
-        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
-            name, value = node.target.id, node.value
-        else:
-            raise ParameterError(
-                f"the parameters cell may only hold 'name = literal' lines, not:\n{ast.unparse(node)}"
-            )
-        try:
-            defaults[name] = ast.literal_eval(value)
-        except ValueError:
-            raise ParameterError(f"parameter {name} = {ast.unparse(value)} is not a literal") from None
-    return defaults
+    return parameter_values(parameters_cell(nb).source)
 
 
 def resolve_parameters(nb: nbformat.NotebookNode, given: dict[str, Any]) -> dict[str, Any]:

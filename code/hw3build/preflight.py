@@ -15,6 +15,8 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
+from hw3tools.repo import TEMPLATES_DIR
+
 from hw3build.assignment import QUESTIONS
 from hw3build.config import SubmissionConfig
 from hw3build.latex import (
@@ -28,7 +30,7 @@ from hw3build.latex import (
     plan_glyphs,
 )
 
-REPORT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "report"
+REPORT_TEMPLATES = TEMPLATES_DIR / "report"
 
 
 class PreflightError(RuntimeError):

@@ -30,16 +30,17 @@ from typing import Any
 import jinja2
 import nbformat
 from hw3.files import write_atomic
+from hw3tools.repo import TEMPLATES_DIR
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from hw3build.inline import InlineError, Inliner, check_self_contained, defined_names
 from hw3build.literal import markdown_literal
+from hw3build.schema import PARAMETERS_TAG, SUPPORT_TAG, has_tag, template_globals
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "notebook"
+TEMPLATE_DIR = TEMPLATES_DIR / "notebook"
 TEMPLATE_NAME = "hw3.ipynb.j2"
 CELL_MARKER = re.compile(r"^%% (markdown|code)(?: \[([\w,-]+)\])?[ \t]*$")
 IMPORTS_SENTINEL = "# <<hw3build: inlined imports>>"
-SUPPORT_TAG = "support"  # collapsed in Jupyter, in the report's appendix instead of Part 2
 # Where the notebook writes metrics.json and figures/ when run by hand (Colab): next to itself.
 DEFAULT_OUT_DIR = "outputs"
 
@@ -141,6 +142,7 @@ def _environment(template_dir: Path) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["md"] = markdown_literal  # typed text (names) shown as typed, in its reading order
+    env.globals.update(template_globals())  # the tags and the assignment's headings, declared once
     return env
 
 
@@ -230,7 +232,7 @@ def build_notebook(cells: list[CellSpec]) -> nbformat.NotebookNode:
         if spec.cell_type == "code" and SUPPORT_TAG in spec.tags:
             cell.metadata["jupyter"] = {"source_hidden": True}
         nb.cells.append(cell)
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    tagged = [c for c in nb.cells if has_tag(c, PARAMETERS_TAG)]
     if len(tagged) != 1 or tagged[0].cell_type != "code":
         raise RenderError(
             f"the template must have exactly one '%% code [parameters]' cell, found {len(tagged)}"

@@ -50,6 +50,7 @@ from hw3build.report_context import (
     theory_answers,
     theory_labels,
 )
+from hw3build.schema import template_globals
 
 __all__ = ["ReportError", "TexMissing", "build_report", "render_report_tex"]
 
@@ -79,6 +80,7 @@ def _jinja_env() -> jinja2.Environment:
     env.filters["e"] = escape_latex
     env.filters["escape"] = escape_latex
     env.filters["brk"] = breakable
+    env.globals.update(template_globals())  # the tags and the assignment's headings, declared once
     return env
 
 

@@ -23,6 +23,7 @@ import nbformat
 
 from hw3build.assignment import QUESTION_PARTS, QUESTIONS, TASKS
 from hw3build.latex import escape_latex
+from hw3build.schema import answer_keys
 from hw3build.support_index import support_index
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,7 @@ def task_results(metrics: Mapping[str, Any], sanitize=str) -> list[str]:
 
 def notebook_answer_labels(nb: nbformat.NotebookNode) -> set[str]:
     """The answer cells of the notebook: tag ``answer-t1`` -> ``t1``."""
-    tags = (t for c in nb.cells for t in c.get("metadata", {}).get("tags", []))
-    return {t.removeprefix("answer-") for t in tags if t.startswith("answer-")}
+    return answer_keys(nb.cells)
 
 
 def support_groups(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-SUPPORT_TAG = "support"
+from hw3build.schema import SUPPORT_TAG, has_tag
 
 
 @dataclass
@@ -46,7 +46,5 @@ def index_cell(cell: nbformat.NotebookNode) -> SupportCell:
 
 def support_index(nb: nbformat.NotebookNode) -> list[SupportCell]:
     """The index entries of the notebook's support cells, in order."""
-    tagged = [
-        c for c in nb.cells if c.cell_type == "code" and SUPPORT_TAG in c.get("metadata", {}).get("tags", [])
-    ]
+    tagged = [c for c in nb.cells if c.cell_type == "code" and has_tag(c, SUPPORT_TAG)]
     return [index_cell(cell) for cell in tagged]

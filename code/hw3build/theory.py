@@ -43,12 +43,13 @@ import sympy
 import torch
 from hw3.files import write_atomic, write_json_atomic
 from hw3.theory import SEED, Check, q1, q2, q3
+from hw3tools.repo import BUILD_DIR, HW3_THEORY_DIR, THEORY_DIR
 
 from hw3build import formulas as fm
+from hw3build.assignment import ANSWER_LABELS
 from hw3build.processes import ToolTimeout, run_tool
 
-THEORY_DIR = Path(__file__).resolve().parents[2] / "theory"
-DEFAULT_OUT = Path("build/theory")
+DEFAULT_OUT = BUILD_DIR / "theory"
 QUESTION_FILES = ("q1.tex", "q2.tex", "q3.tex")
 STANDALONE_FILES = ("preamble.tex", *QUESTION_FILES, "appendix.tex", "standalone.tex")
 OUTPUT_FILES = (
@@ -59,12 +60,10 @@ OUTPUT_FILES = (
     "checks.json",
     "answers.json",
 )
-# The answers the report's index lists, in order; each must be \label-ed in theory/*.tex.
-ANSWER_LABELS = tuple(f"ans:{q}" for q in ("q1.1", "q1.2", "q1.3", "q1.4", "q1.5", "q2", "q3.1", "q3.2"))
 # The source files whose text the checks run (the .tex files count only through their marked formulas
 # and key results, so editing prose does not re-run the checks).
 CHECK_SOURCES = (
-    *sorted((Path(__file__).resolve().parents[1] / "hw3" / "theory").glob("*.py")),
+    *sorted(HW3_THEORY_DIR.glob("*.py")),
     Path(__file__).resolve(),
     Path(fm.__file__).resolve(),
 )

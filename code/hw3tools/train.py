@@ -125,11 +125,6 @@ def run_settings(args: argparse.Namespace) -> tuple[str, HParams]:
     return profile, HParams.from_dict({**base, **overrides})
 
 
-def hparams_from_args(args: argparse.Namespace) -> HParams:
-    """The run's hyper-parameters (see :func:`run_settings`)."""
-    return run_settings(args)[1]
-
-
 def load_checkpoint(path: Path, hp: HParams, device: torch.device) -> dict[str, Any]:
     """The checkpoint at ``path`` for ``fit(..., resume=...)``; ValueError if it is missing or was
     trained with other hyper-parameters (a field it lacks counts as different)."""
