@@ -374,13 +374,10 @@ def ensure_kernelspec(kernel_name: str = KERNEL_NAME) -> None:
 
 
 class _QuietCellMarkers(logging.Filter):
-    """Drop papermill's lines that say nothing true to a user of the build:
-    - 'Executing Cell 12-----' / 'Ending Cell 12-----': the progress bar says it;
-    - 'Passed unknown parameter: x': papermill reads the parameters cell one line at a time and misses
-      names after a ';' (the cell groups several per line); hw3build.parameters checks every name against
-      the cell itself and refuses the unknown ones before anything runs."""
+    """Drop papermill's 'Executing Cell 12-----' / 'Ending Cell 12-----' lines: the progress bar says it.
+    Its warnings stay (an unknown parameter is refused before papermill runs, by hw3build.parameters)."""
 
-    QUIET = ("Executing Cell", "Ending Cell", "Passed unknown parameter")
+    QUIET = ("Executing Cell", "Ending Cell")
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.QUIET)

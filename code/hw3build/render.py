@@ -97,27 +97,19 @@ PARAMETER_COLUMNS = 100  # the code width of the PDF (hw3build.nbtex.CODE_COLUMN
 
 
 def parameters_source(params: dict[str, Any]) -> str:
-    """``name = value`` assignments (Python literals), which papermill overrides in an injected cell: grouped
-    by what they set, several to a line (``; ``) up to the code width, the group's comment at the end of
-    its first line, so that the cell reads as a short table of the run's choices."""
+    """``name = value`` assignments (Python literals), one a line as papermill's parameter inspection
+    reads them, which papermill overrides in an injected cell: grouped by what they set, the group's
+    comment at the end of its first line (on a line of its own when that would pass the code width)."""
     grouped = {name for _, names in PARAMETER_GROUPS for name in names}
     groups = [(comment, [n for n in names if n in params]) for comment, names in PARAMETER_GROUPS]
     groups[-1][1].extend(n for n in params if n not in grouped)
     lines: list[str] = []
     for comment, names in groups:
-        tail = f"  # {comment}"
-        group: list[str] = []
-        for name in names:
-            assignment = f"{name} = {params[name]!r}"
-            room = PARAMETER_COLUMNS - (len(tail) if len(group) == 1 else 0)
-            if group and len(group[-1]) + 2 + len(assignment) <= room:
-                group[-1] = f"{group[-1]}; {assignment}"
-            else:
-                group.append(assignment)
-        if group and len(group[0]) + len(tail) <= PARAMETER_COLUMNS:
-            group[0] += tail
+        group = [f"{name} = {params[name]!r}" for name in names]
+        if group and len(group[0]) + len(f"  # {comment}") <= PARAMETER_COLUMNS:
+            group[0] += f"  # {comment}"
         elif group:
-            group.insert(0, tail.strip())
+            group.insert(0, f"# {comment}")
         lines += group
     return "\n".join(lines)
 
