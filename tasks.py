@@ -81,7 +81,7 @@ def build(
 def validate(c: Context, zip: str | None = None, strict: bool = False) -> None:  # noqa: A002 - the CLI name
     """Check a submission zip against the course's rules and print the checklist."""
     project()
-    from hw3build.validate import main
+    from hw3build.submission.validate import main
 
     argv = [*([zip] if zip else []), *(["--strict"] if strict else [])]
     argv += ["--dist-dir", str(BUILD_DIR / "dist"), "--config", str(ROOT / "submission.toml")]
@@ -133,11 +133,11 @@ def bench(c: Context, args: str = "") -> None:
     }
 )
 def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
-    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.theory)."""
+    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.report.theory)."""
     project()
     from hw3tools.locks import LockBusy, build_lock_for
 
-    command = f"{sys.executable} -m hw3build.theory --out {shlex.quote(out)}"
+    command = f"{sys.executable} -m hw3build.report.theory --out {shlex.quote(out)}"
     if pdf:
         command += f" --pdf {shlex.quote(pdf)}"
     try:

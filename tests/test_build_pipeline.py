@@ -28,8 +28,8 @@ from hw3build.build import (
     build_paths,
     clean,
 )
-from hw3build.execute import ExecutionResult
-from hw3build.validate import validate_zip
+from hw3build.notebook.execute import ExecutionResult
+from hw3build.submission.validate import validate_zip
 from submission_fixtures import (
     ID1,
     ID2,
@@ -439,7 +439,7 @@ def _executed_without_training(nb_path: Path, parameters: dict[str, Any], run_ro
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hw3build.validate import _prints_at_top_level
+    from hw3build.submission.validate import _prints_at_top_level
 
     nb = nbformat.read(nb_path, as_version=4)
     count = 0

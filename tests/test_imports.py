@@ -57,7 +57,7 @@ def test_no_package_imports_what_it_may_not() -> None:
     ("package", "source", "bad"),
     [
         ("hw3", "from hw3tools.train import main", {"hw3tools"}),
-        ("hw3", "def f():\n    import hw3build.render\n", {"hw3build"}),
+        ("hw3", "def f():\n    import hw3build.notebook.render\n", {"hw3build"}),
         ("hw3sweep", "from hw3build.locks import exclusive_lock", {"hw3build"}),
         ("hw3tools", "import hw3sweep.cli as cli", {"hw3sweep"}),
         ("hw3build", "from hw3tools.locks import build_lock\nfrom hw3 import train", set()),

@@ -75,7 +75,7 @@ def test_clean_keeps_the_lock_file_a_waiting_build_holds(tmp_path: Path) -> None
 
 
 def test_a_report_run_by_hand_takes_the_build_lock(tmp_path: Path, monkeypatch, capsys) -> None:
-    from hw3build import report
+    from hw3build.report import report
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "build").mkdir()
@@ -104,5 +104,5 @@ def test_invoke_theory_takes_the_build_lock(monkeypatch) -> None:
         with pytest.raises(Exit) as refused:
             tasks.theory(MockContext(run=Result("")), out=out)
     assert f"pid {holder.pid}" in str(refused.value.message)
-    context = MockContext(run={re.compile(".*hw3build.theory.*"): Result("ok")})
+    context = MockContext(run={re.compile(".*hw3build.report.theory.*"): Result("ok")})
     tasks.theory(context, out=out)  # free again: it runs

@@ -1,4 +1,4 @@
-"""hw3build.render: the notebook is valid, parameterised, complete and free of package imports."""
+"""hw3build.notebook.render: the notebook is valid, parameterised, complete and free of package imports."""
 
 from __future__ import annotations
 
@@ -6,11 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hw3build.config import parse_config
-from hw3build.inline import NotSelfContained
-from hw3build.literal import markdown_literal
-from hw3build.nbtex import CODE_COLUMNS, display_width
-from hw3build.render import (
+from hw3build.notebook.inline import NotSelfContained
+from hw3build.notebook.render import (
     KERNELSPEC,
     TEMPLATE_NAME,
     RenderError,
@@ -20,7 +17,10 @@ from hw3build.render import (
     parse_cells,
     render_notebook,
 )
-from hw3build.schema import SUPPORT_TAG
+from hw3build.notebook.schema import SUPPORT_TAG
+from hw3build.report.nbtex import CODE_COLUMNS, display_width
+from hw3build.submission.config import parse_config
+from hw3build.submission.literal import markdown_literal
 
 TASK_HEADINGS = [
     "Task 1 - Loading and Observing the Data",

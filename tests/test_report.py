@@ -16,10 +16,9 @@ import nbformat
 import pytest
 from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
-from hw3build import latex
-from hw3build.assignment import QUESTIONS
-from hw3build.config import parse_config
-from hw3build.latex import (
+from hw3build.record import collect_record
+from hw3build.report import latex
+from hw3build.report.latex import (
     APT_INSTALL,
     ReportError,
     TexMissing,
@@ -28,8 +27,7 @@ from hw3build.latex import (
     read_log,
     run_latexmk,
 )
-from hw3build.literal import markdown_literal
-from hw3build.nbtex import (
+from hw3build.report.nbtex import (
     clean_stream_text,
     collapse_carriage_returns,
     display_width,
@@ -39,9 +37,11 @@ from hw3build.nbtex import (
     tighten_inline_math,
     wrap_columns,
 )
-from hw3build.record import collect_record
-from hw3build.report import build_report
-from hw3build.report_context import answer_index, dependency_rows, support_groups, task_results
+from hw3build.report.report import build_report
+from hw3build.report.report_context import answer_index, dependency_rows, support_groups, task_results
+from hw3build.submission.assignment import QUESTIONS
+from hw3build.submission.config import parse_config
+from hw3build.submission.literal import markdown_literal
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from pypdf import PdfReader
 

@@ -6,7 +6,7 @@ Stages, in order (each printed with its time)::
 
 The config is validated and everything the PDF will need is checked (:mod:`hw3build.preflight`) before
 any work; the build folder is locked for the whole run, and what a killed build left is cleared first
-(:mod:`hw3build.leftovers`, :func:`hw3build.runs.recover`). The zip is written and validated in
+(:mod:`hw3build.leftovers`, :func:`hw3build.notebook.runs.recover`). The zip is written and validated in
 ``build/dist/.staging`` and only then renamed over ``build/dist/<name>.zip``, so a failure in any stage,
 validation included, leaves the previous good zip untouched and says which stage failed.
 
@@ -35,11 +35,11 @@ from hw3tools.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
 from hw3tools.repo import ROOT
 
 from hw3build import leftovers
-from hw3build.config import ConfigError, SubmissionConfig, load_config
 from hw3build.failpoints import failpoint
-from hw3build.package import make_zip
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
-from hw3build.validate import ValidationReport, validate_zip
+from hw3build.submission.config import ConfigError, SubmissionConfig, load_config
+from hw3build.submission.package import make_zip
+from hw3build.submission.validate import ValidationReport, validate_zip
 
 THEORY_KEY_NAME = ".inputs-sha256"
 STAGE_NAMES = (
@@ -89,21 +89,21 @@ def run_preflight(config: SubmissionConfig, project_root: Path) -> list[str]:
 
 
 def run_render(config: SubmissionConfig, out_path: Path) -> Path:
-    from hw3build.render import render_notebook
+    from hw3build.notebook.render import render_notebook
 
     return render_notebook(config, out_path)
 
 
 def run_execute(nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any) -> Any:
-    from hw3build.execute import execute_notebook
+    from hw3build.notebook.execute import execute_notebook
 
     return execute_notebook(nb_path, parameters, run_root, **options)
 
 
 def run_theory_checks(out_dir: Path, project_root: Path, *, timeout_s: float = THEORY_TIMEOUT_S) -> str:
-    """The theory checks in a subprocess (``python -m hw3build.theory``); returns their output."""
-    from hw3build.theory import TheoryError
-    from hw3build.theory import run_theory_checks as run_checks
+    """The theory checks in a subprocess (``python -m hw3build.report.theory``); returns their output."""
+    from hw3build.report.theory import TheoryError
+    from hw3build.report.theory import run_theory_checks as run_checks
 
     try:
         return run_checks(out_dir, project_root, timeout_s=timeout_s)
@@ -112,7 +112,7 @@ def run_theory_checks(out_dir: Path, project_root: Path, *, timeout_s: float = T
 
 
 def theory_inputs_key() -> str:
-    from hw3build.theory import theory_inputs_key as inputs_key
+    from hw3build.report.theory import theory_inputs_key as inputs_key
 
     return inputs_key()
 
@@ -126,7 +126,7 @@ def run_report(
     record: dict[str, Any],
     out_pdf: Path,
 ) -> Path:
-    from hw3build.report import build_report
+    from hw3build.report.report import build_report
 
     return build_report(executed_nb, metrics, theory_src, checks_dir, config, record, out_pdf)
 
@@ -314,7 +314,7 @@ def _execute(b: _Build) -> None:
 
 def _theory(b: _Build) -> None:
     with b.run("theory") as note:
-        # reused while what the checks read is unchanged (hw3build.theory.theory_inputs_key)
+        # reused while what the checks read is unchanged (hw3build.report.theory.theory_inputs_key)
         key = theory_inputs_key()
         key_file = b.paths.theory_out / THEORY_KEY_NAME
         if not b.force and key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:

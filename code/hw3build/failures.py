@@ -5,7 +5,7 @@ non-empty code cell has an execution count, no cell has ``metadata.papermill.exc
 
 A cell that raised has an error output. A cell that ran past its timeout or whose kernel died has none of
 its own: papermill marks it "completed" and gives up, so the first cell *without* a count is the next
-one, which never ran. The build's papermill engine (:mod:`hw3build.engine`) therefore adds an error output
+one, which never ran. The build's papermill engine (:mod:`hw3build.notebook.engine`) therefore adds an error output
 named :data:`STOPPED_ERRORS` to the cell that was running, and :func:`find_failure` names that cell.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import nbformat
 
-from hw3build.schema import PAPERMILL_ERROR_TAG, cell_tags
+from hw3build.notebook.schema import PAPERMILL_ERROR_TAG, cell_tags
 
 # The error names the engine gives a cell it had to stop (nbclient's exception classes).
 TIMEOUT_ERROR = "CellTimeoutError"

@@ -3,7 +3,7 @@
 - TeX and pandoc are installed, and the report's fonts are readable;
 - the theory answers (``theory/q1.tex`` ...) and the report templates are there;
 - every character of the students' names and e-mails has a glyph in one of the report's fonts
-  (``hw3build.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
+  (``hw3build.report.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
   hole in it.
 
 The data is checked at the start of the execute stage (its files are hashed for the cache key), also
@@ -17,9 +17,7 @@ from pathlib import Path
 
 from hw3tools.repo import TEMPLATES_DIR
 
-from hw3build.assignment import QUESTIONS
-from hw3build.config import SubmissionConfig
-from hw3build.latex import (
+from hw3build.report.latex import (
     APT_INSTALL,
     FALLBACK_FONT_NAME,
     MAIN_FONT_FILE,
@@ -29,6 +27,8 @@ from hw3build.latex import (
     check_tex_tools,
     plan_glyphs,
 )
+from hw3build.submission.assignment import QUESTIONS
+from hw3build.submission.config import SubmissionConfig
 
 REPORT_TEMPLATES = TEMPLATES_DIR / "report"
 

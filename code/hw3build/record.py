@@ -26,8 +26,8 @@ from hw3.download import sha256_file
 from hw3.files import write_json_atomic
 from hw3tools.repo import git_state
 
-from hw3build.config import SubmissionConfig
-from hw3build.latex import REQUIRED_TOOLS
+from hw3build.report.latex import REQUIRED_TOOLS
+from hw3build.submission.config import SubmissionConfig
 
 RECORD_SCHEMA = 1
 PYTHON_PACKAGES = (

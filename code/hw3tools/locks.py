@@ -95,7 +95,7 @@ def build_lock_for(
     *paths: str | Path, build_dir: str | Path = BUILD_DIR, timeout: float = DEFAULT_TIMEOUT_S
 ) -> Iterator[Path | None]:
     """Hold the build lock of ``build_dir`` while writing ``paths`` when any of them lies inside it (a tool
-    run by hand, e.g. ``python -m hw3build.report``, must not write into a folder a build is using)."""
+    run by hand, e.g. ``python -m hw3build.report.report``, must not write into a folder a build is using)."""
     root = Path(build_dir).resolve()
     if any(Path(path).resolve().is_relative_to(root) for path in paths):
         with build_lock(root, timeout=timeout) as lock_path:

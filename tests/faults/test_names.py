@@ -18,10 +18,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hw3build.config import parse_config
+from hw3build.notebook.render import render_notebook
 from hw3build.preflight import check_name_glyphs
-from hw3build.render import render_notebook
-from hw3build.report import build_report
+from hw3build.report.report import build_report
+from hw3build.submission.config import parse_config
 from nbformat.v4 import new_code_cell, new_output
 from scenarios import ROWS
 

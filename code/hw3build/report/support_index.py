@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from hw3build.schema import SUPPORT_TAG, has_tag
+from hw3build.notebook.schema import SUPPORT_TAG, has_tag
 
 
 @dataclass

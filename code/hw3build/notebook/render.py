@@ -14,7 +14,7 @@ fast training path, saving the results): Jupyter shows it collapsed (``metadata.
 the report leaves it out of Part 2 and lists its definitions in the appendix. A cell tagged ``answer-<key>``
 (``answer-t1`` ...) holds the key result of a task; the report's answer index links to it.
 ``inline(refs)`` pastes the source of hw3 objects (and the hw3 helpers they use, each once, dependencies
-first; :mod:`hw3build.inline`); ``inlined_imports()`` marks where the imports those objects need go (filled
+first; :mod:`hw3build.notebook.inline`); ``inlined_imports()`` marks where the imports those objects need go (filled
 in after the whole template is rendered, since later cells add to them). The result is checked before it is
 written: valid nbformat v4, exactly one ``parameters`` cell, no empty code cell, and every name a code cell
 reads defined by a builtin, an import or an earlier cell.
@@ -33,9 +33,9 @@ from hw3.files import write_atomic
 from hw3tools.repo import TEMPLATES_DIR
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from hw3build.inline import InlineError, Inliner, check_self_contained, defined_names
-from hw3build.literal import markdown_literal
-from hw3build.schema import PARAMETERS_TAG, SUPPORT_TAG, has_tag, template_globals
+from hw3build.notebook.inline import InlineError, Inliner, check_self_contained, defined_names
+from hw3build.notebook.schema import PARAMETERS_TAG, SUPPORT_TAG, has_tag, template_globals
+from hw3build.submission.literal import markdown_literal
 
 TEMPLATE_DIR = TEMPLATES_DIR / "notebook"
 TEMPLATE_NAME = "hw3.ipynb.j2"
@@ -93,7 +93,7 @@ PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("seed", "precision", "max_train_batches", "max_eval_batches", "log_interval"),
     ),
 )
-PARAMETER_COLUMNS = 100  # the code width of the PDF (hw3build.nbtex.CODE_COLUMNS)
+PARAMETER_COLUMNS = 100  # the code width of the PDF (hw3build.report.nbtex.CODE_COLUMNS)
 
 
 def parameters_source(params: dict[str, Any]) -> str:
@@ -234,9 +234,9 @@ def build_notebook(cells: list[CellSpec]) -> nbformat.NotebookNode:
 
 
 def render_notebook(config: Any, out_path: Path, template_dir: Path = TEMPLATE_DIR) -> Path:
-    """Render the notebook for ``config`` (a ``hw3build.config.SubmissionConfig``) to ``out_path``.
+    """Render the notebook for ``config`` (a ``hw3build.submission.config.SubmissionConfig``) to ``out_path``.
 
-    Raises :class:`RenderError` for a malformed template and ``hw3build.inline.NotSelfContained`` when a
+    Raises :class:`RenderError` for a malformed template and ``hw3build.notebook.inline.NotSelfContained`` when a
     code cell reads a name the notebook never defines.
     """
     out_path = Path(out_path)

@@ -18,8 +18,8 @@ from typing import Any
 
 from hw3.hparams import PROFILES, HParams, profile_defaults
 
-from hw3build.assignment import submission_stem
-from hw3build.schema import DEVICES
+from hw3build.notebook.schema import DEVICES
+from hw3build.submission.assignment import submission_stem
 
 if sys.version_info >= (3, 11):
     import tomllib

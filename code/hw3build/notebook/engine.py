@@ -28,7 +28,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.utils import remove_args
 
 from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR
-from hw3build.schema import TRAINING_TAG, cell_tags
+from hw3build.notebook.schema import TRAINING_TAG, cell_tags
 
 ENGINE_NAME = "hw3build"
 log = logging.getLogger("papermill")

@@ -13,7 +13,7 @@ from typing import Any
 
 import nbformat
 
-from hw3build.schema import DEVICES, ParameterError, is_parameters_cell, parameter_values
+from hw3build.notebook.schema import DEVICES, ParameterError, is_parameters_cell, parameter_values
 
 __all__ = ["ParameterError", "default_parameters", "parameters_cell", "resolve_parameters"]
 

@@ -2,7 +2,7 @@
 
 Two things make typed text print as something else:
   - characters with a meaning in the markup: Markdown (``* _ [ ] # | $ \\ < &`` ...) in the notebook, and
-    LaTeX in the report (escaped by ``hw3build.latex.escape_latex``, which uses :func:`directional`);
+    LaTeX in the report (escaped by ``hw3build.report.latex.escape_latex``, which uses :func:`directional`);
   - right-to-left scripts. XeTeX shapes each Hebrew or Arabic word right to left but lays the words out
     left to right, so "יוסי כהן" would read "כהן יוסי" on the page. Runs of right-to-left text are
     therefore marked: ``\\RL{...}`` in LaTeX (TeX--XeT's ``\\beginR``/``\\endR``, defined in the report's

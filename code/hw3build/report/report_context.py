@@ -21,10 +21,10 @@ from typing import Any
 
 import nbformat
 
-from hw3build.assignment import QUESTION_PARTS, QUESTIONS, TASKS
-from hw3build.latex import escape_latex
-from hw3build.schema import answer_keys
-from hw3build.support_index import support_index
+from hw3build.notebook.schema import answer_keys
+from hw3build.report.latex import escape_latex
+from hw3build.report.support_index import support_index
+from hw3build.submission.assignment import QUESTION_PARTS, QUESTIONS, TASKS
 
 log = logging.getLogger(__name__)
 

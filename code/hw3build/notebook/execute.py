@@ -1,13 +1,13 @@
 """Run the rendered notebook with papermill, cached by everything that affects the run.
 
 ``execute_notebook(nb_path, parameters, run_root)``, in order:
-  1. **plan**: resolve the parameters (:mod:`hw3build.parameters`), find and verify the data, compute the
-     cache key (:mod:`hw3build.cache`);
-  2. **recover**: clean up after killed builds (:func:`hw3build.runs.recover`);
+  1. **plan**: resolve the parameters (:mod:`hw3build.notebook.parameters`), find and verify the data, compute the
+     cache key (:mod:`hw3build.notebook.cache`);
+  2. **recover**: clean up after killed builds (:func:`hw3build.notebook.runs.recover`);
   3. **reuse** ``run_root/<key>/`` when its manifest and notebook say it is a finished, intact, successful
      run (a damaged entry is reported in one line and run again, never trusted);
   4. otherwise **run**: papermill executes into ``run_root/.tmp-<key>-<pid>/`` (the kernel's working
-     directory, ``out_dir="."``) with per-cell time limits (:mod:`hw3build.engine`); success is read from
+     directory, ``out_dir="."``) with per-cell time limits (:mod:`hw3build.notebook.engine`); success is read from
      the notebook itself; a successful run gets its manifest and is renamed into place, a failed one is
      kept as ``failed-<key>/`` and :class:`ExecutionFailed` names the cell that stopped it and its task;
   5. **ship**: the notebook that goes into the zip, ``<run>/submission.ipynb``: the run's code cells and
@@ -31,18 +31,18 @@ from typing import Any
 import nbformat
 from hw3.files import write_atomic, write_json_atomic
 
-from hw3build import cache, runs
-from hw3build.engine import ENGINE_NAME, timeout_by_tag
 from hw3build.failpoints import failpoint
 from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, Failure, describe_failure, find_failure
-from hw3build.manifest import write_manifest
-from hw3build.parameters import ParameterError, resolve_parameters
-from hw3build.runs import EXECUTED_NAME, METRICS_NAME
-from hw3build.schema import INJECTED_PARAMETERS_TAG, PAPERMILL_ERROR_TAG, PARAMETERS_TAG, cell_tags
+from hw3build.notebook import cache, runs
+from hw3build.notebook.engine import ENGINE_NAME, timeout_by_tag
+from hw3build.notebook.manifest import write_manifest
+from hw3build.notebook.parameters import ParameterError, resolve_parameters
+from hw3build.notebook.runs import EXECUTED_NAME, METRICS_NAME
+from hw3build.notebook.schema import INJECTED_PARAMETERS_TAG, PAPERMILL_ERROR_TAG, PARAMETERS_TAG, cell_tags
 
 __all__ = ["ExecutionFailed", "ExecutionResult", "ParameterError", "execute_notebook", "restitch_markdown"]
 
-log = logging.getLogger("hw3build.execute")
+log = logging.getLogger("hw3build.notebook.execute")
 
 KERNEL_NAME = "python3"
 KEY_INPUTS_NAME = "key_inputs.json"
@@ -375,7 +375,7 @@ def ensure_kernelspec(kernel_name: str = KERNEL_NAME) -> None:
 
 class _QuietCellMarkers(logging.Filter):
     """Drop papermill's 'Executing Cell 12-----' / 'Ending Cell 12-----' lines: the progress bar says it.
-    Its warnings stay (an unknown parameter is refused before papermill runs, by hw3build.parameters)."""
+    Its warnings stay (an unknown parameter is refused before papermill runs, by hw3build.notebook.parameters)."""
 
     QUIET = ("Executing Cell", "Ending Cell")
 
@@ -385,7 +385,7 @@ class _QuietCellMarkers(logging.Filter):
 
 def _setup_logging() -> None:
     # papermill logs the cells' outputs (log_output) on its logger at INFO: show them plainly, once.
-    for name in ("papermill", "hw3build.execute"):
+    for name in ("papermill", "hw3build.notebook.execute"):
         _configure_logger(logging.getLogger(name))
 
 

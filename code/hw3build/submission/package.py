@@ -1,5 +1,5 @@
 """The submission zip: exactly ``ece046211_hw3_<id1>_<id2>.ipynb`` and ``.pdf`` in
-``ece046211_hw3_<id1>_<id2>.zip`` (the names: :mod:`hw3build.assignment`).
+``ece046211_hw3_<id1>_<id2>.zip`` (the names: :mod:`hw3build.submission.assignment`).
 
 Deterministic (same inputs, same bytes: fixed member order, timestamps and permissions) and atomic
 (``hw3.files.write_atomic``), so an interrupted or failed build never leaves a half-written zip and never
@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from hw3.files import write_atomic
 
-from hw3build.assignment import submission_members, submission_stem
+from hw3build.submission.assignment import submission_members, submission_stem
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold; used without SOURCE_DATE_EPOCH
 MEMBER_MODE = 0o100644  # a regular file, rw-r--r--

@@ -3,7 +3,7 @@ run reads and writes rather than what it computes, the devices and profiles it m
 read; the profiles are the hyper-parameters' own, ``hw3.hparams.PROFILES``), and what the templates are given to write headings and tags with.
 
 Every module that reads a cell's tags or the parameters cell takes it from here; the assignment's own
-names (question and task titles, answer keys, file names) stay in :mod:`hw3build.assignment`, which this
+names (question and task titles, answer keys, file names) stay in :mod:`hw3build.submission.assignment`, which this
 module hands to the templates.
 """
 
@@ -13,7 +13,7 @@ import ast
 from collections.abc import Iterable
 from typing import Any
 
-from hw3build import assignment
+from hw3build.submission import assignment
 
 PARAMETERS_TAG = "parameters"  # papermill's: the cell whose values a run may override
 INJECTED_PARAMETERS_TAG = "injected-parameters"  # papermill's: the overrides it inserted after it

@@ -1,8 +1,8 @@
 """The PDF report: one LaTeX document built with ``latexmk -xelatex`` from the jinja2 templates in
 ``templates/report``: the cover (page 1), the answer index (page 2: each question part and task with its key
 result, linked to its page), Part 1 (theory/*.tex), Part 2 (the executed notebook without its support cells,
-:mod:`hw3build.nbtex`) and the appendix (the support code's index, what the run depends on, Part 1's
-appendix when theory/appendix.tex exists). :mod:`hw3build.report_context` builds what the templates print.
+:mod:`hw3build.report.nbtex`) and the appendix (the support code's index, what the run depends on, Part 1's
+appendix when theory/appendix.tex exists). :mod:`hw3build.report.report_context` builds what the templates print.
 
 The TeX tree is assembled in a fresh folder under the report folder (``out_pdf``'s parent): the theory
 answers go to ``theory/``, the theory checks to ``checks/`` (the answers ``\\input{checks/...}``), the
@@ -28,8 +28,8 @@ import nbformat
 from hw3.files import write_atomic
 from hw3.metrics import MetricsError, check_metrics, read_metrics
 
-from hw3build.assignment import QUESTIONS
-from hw3build.latex import (
+from hw3build.notebook.schema import template_globals
+from hw3build.report.latex import (
     REQUIRED_TOOLS,
     ReportError,
     TexMissing,
@@ -39,8 +39,8 @@ from hw3build.latex import (
     plan_glyphs,
     run_latexmk,
 )
-from hw3build.nbtex import TEMPLATE_DIR, notebook_to_latex
-from hw3build.report_context import (
+from hw3build.report.nbtex import TEMPLATE_DIR, notebook_to_latex
+from hw3build.report.report_context import (
     answer_index,
     cover_context,
     dependency_rows,
@@ -50,7 +50,7 @@ from hw3build.report_context import (
     theory_answers,
     theory_labels,
 )
-from hw3build.schema import template_globals
+from hw3build.submission.assignment import QUESTIONS
 
 __all__ = ["ReportError", "TexMissing", "build_report", "render_report_tex"]
 
@@ -198,7 +198,7 @@ def report_context(
     epoch: int,
     sanitize=str,
 ) -> dict[str, Any]:
-    """Everything report.tex.j2 prints, by part (:mod:`hw3build.report_context`)."""
+    """Everything report.tex.j2 prints, by part (:mod:`hw3build.report.report_context`)."""
     theory = workdir / "theory"
     return {
         **cover_context(metrics, config, epoch),
@@ -225,7 +225,7 @@ def build_report(
 ) -> Path:
     """Build the report PDF at ``out_pdf`` (atomically) and return its path.
 
-    ``config`` is a :class:`hw3build.config.SubmissionConfig` (students, profile, hparams, path);
+    ``config`` is a :class:`hw3build.submission.config.SubmissionConfig` (students, profile, hparams, path);
     ``record`` any JSON-like dict (the build record) printed in the appendix.
     Raises :class:`TexMissing` when xelatex/latexmk/pandoc are absent, :class:`ReportError` otherwise.
     """
@@ -266,10 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     from hw3tools.locks import LockBusy, build_lock_for
     from hw3tools.repo import BUILD_DIR, ROOT, THEORY_DIR
 
-    from hw3build.config import ConfigError, load_config
-    from hw3build.execute import SHIPPED_NAME
+    from hw3build.notebook.execute import SHIPPED_NAME
+    from hw3build.submission.config import ConfigError, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m hw3build.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hw3build.report.report", description=main.__doc__)
     parser.add_argument("run_dir", type=Path, help="build/run/<key>: executed.ipynb, metrics.json, figures/")
     parser.add_argument("--config", type=Path, default=ROOT / "submission.toml")
     parser.add_argument("--profile", choices=PROFILES, help="override the config's profile")

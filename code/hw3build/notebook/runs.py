@@ -1,7 +1,7 @@
 """The run folders under ``build/run``: how a run is trusted, put in place, kept on failure, recovered.
 
 ``<key>/``         a finished run: executed.ipynb, metrics.json, figures/, key_inputs.json and its
-                   manifest (:mod:`hw3build.manifest`), written last; plus the shipped notebook, which
+                   manifest (:mod:`hw3build.notebook.manifest`), written last; plus the shipped notebook, which
                    every build rewrites and the manifest does not list.
 ``.tmp-<key>-<pid>/``  a run being executed (the kernel's working directory).
 ``.old-<key>-<pid>/``  the previous run of the same key while a re-run (``--force``, or a damaged entry)
@@ -23,7 +23,7 @@ import nbformat
 
 from hw3build.failpoints import failpoint
 from hw3build.failures import describe_failure, find_failure
-from hw3build.manifest import manifest_problem
+from hw3build.notebook.manifest import manifest_problem
 
 EXECUTED_NAME = "executed.ipynb"
 METRICS_NAME = "metrics.json"

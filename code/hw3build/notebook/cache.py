@@ -25,7 +25,7 @@ from typing import Any
 import nbformat
 from hw3.download import sha256_file
 
-from hw3build.schema import INJECTED_PARAMETERS_TAG, LOCATION_PARAMETERS, PARAMETERS_TAG, cell_tags
+from hw3build.notebook.schema import INJECTED_PARAMETERS_TAG, LOCATION_PARAMETERS, PARAMETERS_TAG, cell_tags
 
 KEY_LENGTH = 16  # hex digits of sha256 kept in the run folder's name
 DATA_FILES = ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")

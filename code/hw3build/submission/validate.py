@@ -1,6 +1,6 @@
 """Check a submission zip against the course's rules and print a checklist.
 
-``python -m hw3build.validate ZIP [--strict]`` (or ``invoke validate``) exits non-zero when a rule fails.
+``python -m hw3build.submission.validate ZIP [--strict]`` (or ``invoke validate``) exits non-zero when a rule fails.
 The rules: the zip and its two members are named after the two IDs; the notebook is valid, every code cell
 ran, in order, without errors, with the outputs its prints produce; the PDF opens, contains every question
 and task heading and shows rendered equations (no raw ``$`` or ``\\frac``). ``--strict`` also refuses the
@@ -22,9 +22,15 @@ from pathlib import Path
 
 import nbformat
 
-from hw3build.assignment import HEADINGS as ASSIGNMENT_HEADINGS
-from hw3build.assignment import ZIP_NAME, submission_members
-from hw3build.config import PLACEHOLDER_EMAILS, PLACEHOLDER_IDS, ConfigError, israeli_id_valid, load_config
+from hw3build.submission.assignment import HEADINGS as ASSIGNMENT_HEADINGS
+from hw3build.submission.assignment import ZIP_NAME, submission_members
+from hw3build.submission.config import (
+    PLACEHOLDER_EMAILS,
+    PLACEHOLDER_IDS,
+    ConfigError,
+    israeli_id_valid,
+    load_config,
+)
 
 # The assignment's headings, in its order: (accepted labels, title). The PDF must show each title right after
 # one of its labels (e.g. "Question 1 - Transformers Efficiency", "Q1 Transformers Efficiency");
@@ -326,7 +332,9 @@ def _student_names(config_path: Path) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3build.validate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hw3build.submission.validate", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("zip", nargs="?", help="the zip (default: the one in build/dist)")
     parser.add_argument("--strict", action="store_true", help="also refuse placeholder students and bad IDs")
     parser.add_argument("--dist-dir", default="build/dist", help="where to look when ZIP is not given")

@@ -33,8 +33,7 @@ from nbconvert.exporters import LatexExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor, Preprocessor, TagRemovePreprocessor
 from traitlets import Any as AnyTrait
 
-from hw3build.latex import STRAIGHT_DOUBLE_QUOTE, ReportError
-from hw3build.schema import (
+from hw3build.notebook.schema import (
     INJECTED_PARAMETERS_TAG,
     LOCATION_PARAMETERS,
     PARAMETERS_TAG,
@@ -44,6 +43,7 @@ from hw3build.schema import (
     has_tag,
     parameter_values,
 )
+from hw3build.report.latex import STRAIGHT_DOUBLE_QUOTE, ReportError
 
 TEMPLATE_DIR = TEMPLATES_DIR / "report"
 NOTEBOOK_TEMPLATE = "notebook.tex.j2"
@@ -188,7 +188,7 @@ class DropFrontMatter(Preprocessor):
 
 class DropRepeatedParameters(Preprocessor):
     """Drop papermill's injected-parameters cell when its values equal the parameters cell's, apart from
-    the local paths of :data:`hw3build.schema.LOCATION_PARAMETERS`; keep it otherwise (then it says what ran)."""
+    the local paths of :data:`hw3build.notebook.schema.LOCATION_PARAMETERS`; keep it otherwise (then it says what ran)."""
 
     def preprocess(self, nb, resources):
         defaults = next((c for c in nb.cells if has_tag(c, PARAMETERS_TAG)), None)

@@ -19,8 +19,8 @@ from functools import cache
 from pathlib import Path
 
 from hw3build.failpoints import failpoint
-from hw3build.literal import directional
 from hw3build.processes import ToolTimeout, run_tool
+from hw3build.submission.literal import directional
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _escape_chars(text: str) -> str:
 
 def escape_latex(value: object) -> str:
     """Plain text (names, sentences, hashes) to LaTeX that prints it literally, in its reading order
-    (right-to-left runs in ``\\RL{...}``: :mod:`hw3build.literal`)."""
+    (right-to-left runs in ``\\RL{...}``: :mod:`hw3build.submission.literal`)."""
     return directional(str(value), _escape_chars, rtl=lambda text: rf"\RL{{{text}}}")
 
 
