@@ -1,4 +1,5 @@
-"""invoke tasks: thin wrappers over ``hw3build`` (all logic lives there). ``invoke --list`` shows them."""
+"""invoke tasks: thin wrappers over ``python -m hw3build <command>`` and ``python -m hw3sweep`` (all logic
+lives there). ``invoke --list`` shows them."""
 
 from __future__ import annotations
 
@@ -21,6 +22,22 @@ def project() -> Path:
         return require_checkout(ROOT)
     except CheckoutMismatch as exc:
         raise Exit(f"ERROR: {exc}", code=2) from None
+
+
+def hw3build(command: str, options: dict[str, object], *args: str) -> None:
+    """``python -m hw3build COMMAND`` (in this process) with ``--name value`` for every option set
+    (``True`` as a bare flag); a non-zero exit becomes invoke's exit code."""
+    from hw3build.cli import main
+
+    argv = [command, *args]
+    for name, value in options.items():
+        if value is True:
+            argv.append(f"--{name}")
+        elif value not in (None, False):
+            argv += [f"--{name}", str(value)]
+    code = main(argv)
+    if code:
+        raise Exit(code=code)
 
 
 @task(
@@ -48,28 +65,13 @@ def build(
 ) -> None:
     """Build build/dist/ece046211_hw3_<id1>_<id2>.zip: notebook, execution, theory checks, PDF, zip, checks."""
     project()
-    from hw3.hparams import PROFILES
-    from hw3build.build import BuildFailed, timeouts_from
-    from hw3build.build import build as run_build
-
-    if profile is not None and profile not in PROFILES:
-        raise Exit(f"--profile must be one of {', '.join(PROFILES)}, not {profile!r}", code=2)
     config_path = Path(config)
     if not config_path.is_absolute() and not config_path.exists():
         config_path = ROOT / config_path  # invoke may run from a subfolder of the repository
-    try:
-        run_build(
-            config_path,
-            profile=profile,
-            force=force,
-            data_dir=data_dir,
-            lock_timeout=lock_timeout,
-            timeouts=timeouts_from(cell_timeout, training_timeout, theory_timeout),
-        )
-    except BuildFailed as exc:
-        raise Exit(f"\nERROR: {exc}\nThe previous zip (if any) is unchanged.", code=1) from None
-    except KeyboardInterrupt:
-        raise Exit("interrupted", code=130) from None
+    options = {"config": config_path, "profile": profile, "force": force, "data-dir": data_dir}
+    options |= {"lock-timeout": lock_timeout, "cell-timeout": cell_timeout}
+    options |= {"training-timeout": training_timeout, "theory-timeout": theory_timeout}
+    hw3build("build", options)
 
 
 @task(
@@ -81,13 +83,8 @@ def build(
 def validate(c: Context, zip: str | None = None, strict: bool = False) -> None:  # noqa: A002 - the CLI name
     """Check a submission zip against the course's rules and print the checklist."""
     project()
-    from hw3build.submission.validate import main
-
-    argv = [*([zip] if zip else []), *(["--strict"] if strict else [])]
-    argv += ["--dist-dir", str(BUILD_DIR / "dist"), "--config", str(ROOT / "submission.toml")]
-    code = main(argv)
-    if code:
-        raise Exit(code=code)
+    options = {"strict": strict, "dist-dir": BUILD_DIR / "dist", "config": ROOT / "submission.toml"}
+    hw3build("validate", options, *([zip] if zip else []))
 
 
 @task(
@@ -109,14 +106,7 @@ def test(c: Context, fast: bool = False, args: str = "") -> None:
 def clean(c: Context) -> None:
     """Empty build/ (refused while a build is running; the lock file stays)."""
     project()
-    from hw3build.build import clean as run_clean
-    from hw3tools.locks import LockBusy
-
-    try:
-        removed = run_clean(BUILD_DIR)
-    except LockBusy as exc:
-        raise Exit(f"ERROR: {exc}", code=1) from None
-    print(f"emptied {BUILD_DIR}" if removed else f"nothing to remove in {BUILD_DIR}")
+    hw3build("clean", {"build-dir": BUILD_DIR})
 
 
 @task(help={"args": "arguments for benchmarks/bench_train.py (see its --help)"})
@@ -133,18 +123,9 @@ def bench(c: Context, args: str = "") -> None:
     }
 )
 def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
-    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.report.theory)."""
+    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build theory)."""
     project()
-    from hw3tools.locks import LockBusy, build_lock_for
-
-    command = f"{sys.executable} -m hw3build.report.theory --out {shlex.quote(out)}"
-    if pdf:
-        command += f" --pdf {shlex.quote(pdf)}"
-    try:
-        with build_lock_for(out, build_dir=BUILD_DIR, timeout=10), c.cd(str(ROOT)):
-            c.run(command, pty=False)
-    except LockBusy as exc:
-        raise Exit(f"ERROR: {exc}", code=1) from None
+    hw3build("theory", {"out": out, "pdf": pdf})
 
 
 @task(

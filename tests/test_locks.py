@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import re
 from pathlib import Path
 
 import pytest
@@ -93,16 +92,19 @@ def test_a_report_run_by_hand_takes_the_build_lock(tmp_path: Path, monkeypatch, 
         assert held is None  # outside build/: nothing to lock
 
 
-def test_invoke_theory_takes_the_build_lock(monkeypatch) -> None:
-    from invoke import Exit, MockContext, Result
+def test_invoke_theory_takes_the_build_lock(monkeypatch, capsys) -> None:
+    from hw3build.report import theory as stage
+    from invoke import Exit, MockContext
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     import tasks
 
+    ran: list[list[str]] = []
+    monkeypatch.setattr(stage, "main", lambda argv: ran.append(argv) or 0)
     out = str(tasks.BUILD_DIR / "theory")
     with lock_held_elsewhere(tasks.BUILD_DIR) as holder:
         with pytest.raises(Exit) as refused:
-            tasks.theory(MockContext(run=Result("")), out=out)
-    assert f"pid {holder.pid}" in str(refused.value.message)
-    context = MockContext(run={re.compile(".*hw3build.report.theory.*"): Result("ok")})
-    tasks.theory(context, out=out)  # free again: it runs
+            tasks.theory(MockContext(), out=out)
+    assert refused.value.code == 1 and f"pid {holder.pid}" in capsys.readouterr().err and ran == []
+    tasks.theory(MockContext(), out=out)  # free again: it runs
+    assert ran == [["--out", out]]

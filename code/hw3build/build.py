@@ -530,7 +530,7 @@ def _size(size: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3build.build", description="Build the submission zip.")
+    parser = argparse.ArgumentParser(prog="python -m hw3build build", description="Build the submission zip.")
     parser.add_argument(
         "--config", default="submission.toml", help="the submission config (default: %(default)s)"
     )
@@ -589,7 +589,3 @@ def timeouts_from(cell: int | None, training: int | None, theory: int | None) ->
         training=training,
         theory=defaults.theory if theory is None else theory,
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     from hw3build.notebook.execute import SHIPPED_NAME
     from hw3build.submission.config import ConfigError, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m hw3build.report.report", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hw3build report", description=main.__doc__)
     parser.add_argument("run_dir", type=Path, help="build/run/<key>: executed.ipynb, metrics.json, figures/")
     parser.add_argument("--config", type=Path, default=ROOT / "submission.toml")
     parser.add_argument("--profile", choices=PROFILES, help="override the config's profile")
@@ -300,7 +300,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(pdf)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -469,9 +469,7 @@ def run_theory_checks(out_dir: Path, project_root: Path, *, timeout_s: float | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hw3build.report.theory", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m hw3build theory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default build/theory)")
     parser.add_argument(
         "--pdf", type=Path, default=None, help="also compile theory/standalone.tex to this PDF"

@@ -332,9 +332,7 @@ def _student_names(config_path: Path) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hw3build.submission.validate", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m hw3build validate", description=__doc__.splitlines()[0])
     parser.add_argument("zip", nargs="?", help="the zip (default: the one in build/dist)")
     parser.add_argument("--strict", action="store_true", help="also refuse placeholder students and bad IDs")
     parser.add_argument("--dist-dir", default="build/dist", help="where to look when ZIP is not given")
@@ -355,7 +353,3 @@ def main(argv: list[str] | None = None) -> int:
     report = validate_zip(zip_path, strict=args.strict, literal_text=_student_names(Path(args.config)))
     print(report.format())
     return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
