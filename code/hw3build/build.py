@@ -35,6 +35,7 @@ from hw3tools.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
 from hw3tools.repo import ROOT
 
 from hw3build import leftovers
+from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
 from hw3build.submission.config import ConfigError, SubmissionConfig, load_config
@@ -53,7 +54,7 @@ TRAINING_TIMEOUT_S = {"quick": 2 * 3600, "full": 12 * 3600}
 THEORY_TIMEOUT_S = 30 * 60
 
 
-class BuildFailed(RuntimeError):
+class BuildFailed(BuildError, RuntimeError):
     """A stage failed; ``stage`` names it and the previous zip (if any) is still in place."""
 
     def __init__(self, stage: str, cause: BaseException | str) -> None:
@@ -63,7 +64,7 @@ class BuildFailed(RuntimeError):
         super().__init__(f"build failed in stage '{stage}': {detail}")
 
 
-class StageError(RuntimeError):
+class StageError(BuildError, RuntimeError):
     """A stage's own failure, with a message meant for the user (no traceback needed)."""
 
 

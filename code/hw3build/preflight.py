@@ -17,6 +17,7 @@ from pathlib import Path
 
 from hw3tools.repo import TEMPLATES_DIR
 
+from hw3build.errors import BuildError
 from hw3build.report.latex import (
     APT_INSTALL,
     FALLBACK_FONT_NAME,
@@ -33,7 +34,7 @@ from hw3build.submission.config import SubmissionConfig
 REPORT_TEMPLATES = TEMPLATES_DIR / "report"
 
 
-class PreflightError(RuntimeError):
+class PreflightError(BuildError, RuntimeError):
     """Something the build will need is missing; the message says what and how to fix it."""
 
 

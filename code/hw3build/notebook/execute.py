@@ -31,6 +31,7 @@ from typing import Any
 import nbformat
 from hw3.files import write_atomic, write_json_atomic
 
+from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
 from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, Failure, describe_failure, find_failure
 from hw3build.notebook import cache, runs
@@ -52,7 +53,7 @@ DATA_ENV = "HW3_DATA_DIR"
 PAPERMILL_PATH_KEYS = ("input_path", "output_path")
 
 
-class ExecutionFailed(RuntimeError):
+class ExecutionFailed(BuildError, RuntimeError):
     """The notebook did not run to the end. ``partial_path`` is the partially executed notebook."""
 
     def __init__(

@@ -26,17 +26,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
+from hw3build.errors import BuildError
+
 PACKAGE = "hw3"
 
 # Names IPython puts in a notebook's namespace besides Python's builtins.
 IPYTHON_NAMES = frozenset({"get_ipython", "display", "In", "Out", "exit", "quit", "_", "__", "___"})
 
 
-class InlineError(ValueError):
+class InlineError(BuildError, ValueError):
     """An object cannot be inlined (unknown name, relative import, nested definition)."""
 
 
-class NotSelfContained(ValueError):
+class NotSelfContained(BuildError, ValueError):
     """A notebook cell reads names that nothing before it defines."""
 
 

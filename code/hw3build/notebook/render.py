@@ -33,6 +33,7 @@ from hw3.files import write_atomic
 from hw3tools.repo import TEMPLATES_DIR
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from hw3build.errors import BuildError
 from hw3build.notebook.inline import InlineError, Inliner, check_self_contained, defined_names
 from hw3build.notebook.schema import PARAMETERS_TAG, SUPPORT_TAG, has_tag, template_globals
 from hw3build.submission.literal import markdown_literal
@@ -55,7 +56,7 @@ LANGUAGE_INFO = {
 }
 
 
-class RenderError(ValueError):
+class RenderError(BuildError, ValueError):
     """The template produced an invalid notebook (the message says which cell and why)."""
 
 

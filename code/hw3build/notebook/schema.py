@@ -13,6 +13,7 @@ import ast
 from collections.abc import Iterable
 from typing import Any
 
+from hw3build.errors import BuildError
 from hw3build.submission import assignment
 
 PARAMETERS_TAG = "parameters"  # papermill's: the cell whose values a run may override
@@ -27,7 +28,7 @@ LOCATION_PARAMETERS = frozenset({"out_dir", "data_dir"})
 DEVICES = ("auto", "cpu", "cuda")
 
 
-class ParameterError(ValueError):
+class ParameterError(BuildError, ValueError):
     """A parameter the notebook does not define, or a value it cannot take."""
 
 

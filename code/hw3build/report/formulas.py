@@ -20,10 +20,12 @@ import sympy
 import torch
 from sympy.parsing.sympy_parser import implicit_multiplication, parse_expr, standard_transformations
 
+from hw3build.errors import BuildError
+
 MACRO = r"\checkedformula"
 
 
-class FormulaError(ValueError):
+class FormulaError(BuildError, ValueError):
     """A printed formula is missing, duplicated, or outside the grammar its reader accepts."""
 
 

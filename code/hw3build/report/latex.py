@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
 from hw3build.processes import ToolTimeout, run_tool
 from hw3build.submission.literal import directional
@@ -52,7 +53,7 @@ FALLBACK_FONT_NAME = "DejaVu Sans"
 WIDE_FONT_NAME = "Droid Sans Fallback"
 
 
-class ReportError(RuntimeError):
+class ReportError(BuildError, RuntimeError):
     """The report could not be built; the message carries the relevant part of the TeX log."""
 
 

@@ -45,6 +45,7 @@ from hw3.files import write_atomic, write_json_atomic
 from hw3.theory import SEED, Check, q1, q2, q3
 from hw3tools.repo import BUILD_DIR, HW3_THEORY_DIR, THEORY_DIR
 
+from hw3build.errors import BuildError
 from hw3build.processes import ToolTimeout, run_tool
 from hw3build.report import formulas as fm
 from hw3build.submission.assignment import ANSWER_LABELS
@@ -72,7 +73,7 @@ NUMERIC_LIBRARIES = ("torch", "numpy", "sympy", "matplotlib")
 STANDALONE_EPOCH = 0
 
 
-class TheoryError(RuntimeError):
+class TheoryError(BuildError, RuntimeError):
     """The checks failed or could not run; the message says what to do."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hw3.hparams import PROFILES, HParams, profile_defaults
 
+from hw3build.errors import BuildError
 from hw3build.notebook.schema import DEVICES
 from hw3build.submission.assignment import submission_stem
 
@@ -50,7 +51,7 @@ PLACEHOLDER_IDS = frozenset({"123456789", "987654321"})
 PLACEHOLDER_EMAILS = frozenset({"student_1@campus.technion.ac.il", "student_2@campus.technion.ac.il"})
 
 
-class ConfigError(ValueError):
+class ConfigError(BuildError, ValueError):
     """The submission config is invalid; the message names the file and the key."""
 
 
