@@ -94,8 +94,8 @@ class FakeStages:
         (out_dir / "checks.json").write_text("{}")
         return "all checks passed"
 
-    def report(self, executed_nb, metrics, theory_src, checks_dir, config, record, out_pdf: Path) -> Path:
-        self._enter("report", record)
+    def report(self, inputs, out_pdf: Path) -> Path:
+        self._enter("report", inputs.record)
         out_pdf.parent.mkdir(parents=True, exist_ok=True)
         out_pdf.write_bytes(pdf_bytes(self.pages))
         return out_pdf

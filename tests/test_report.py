@@ -18,6 +18,7 @@ from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
 from hw3build.record import collect_record
 from hw3build.report import latex
+from hw3build.report.inputs import ReportInputs
 from hw3build.report.latex import (
     APT_INSTALL,
     ReportError,
@@ -301,6 +302,12 @@ def make_inputs(folder: Path, profile: str, placeholders: bool = True) -> dict:
     }
 
 
+def report_from(inputs: dict) -> Path:
+    """build_report on what make_inputs laid out."""
+    values = {k: v for k, v in inputs.items() if k != "out_pdf"}
+    return build_report(ReportInputs(**values), inputs["out_pdf"])
+
+
 def link_targets(reader: PdfReader, page_index: int) -> list[int]:
     """The page (index) each internal link on a page goes to; a link that resolves nowhere fails."""
     named = reader.named_destinations
@@ -334,7 +341,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     check_tex_tools()  # fails (with the apt command) rather than skips when TeX is absent
     folder = tmp_path_factory.mktemp("quick")
     inputs = make_inputs(folder, "quick")
-    pdf = build_report(**inputs)
+    pdf = report_from(inputs)
     return pdf, pdf_text(pdf)
 
 
@@ -592,7 +599,7 @@ def test_quick_report_log_is_clean_and_progress_frames_collapsed(quick_report: t
 def test_full_report_has_no_draft_marking(tmp_path: Path) -> None:
     check_tex_tools()
     inputs = make_inputs(tmp_path, "full", placeholders=False)
-    pdf = build_report(**inputs)
+    pdf = report_from(inputs)
     reader = PdfReader(pdf)
     text = pdf_text(pdf)
     assert "DRAFT" not in text and "PLACEHOLDER" not in text
@@ -608,7 +615,7 @@ def test_latex_error_surfaces_as_report_error(tmp_path: Path) -> None:
     inputs["out_pdf"].parent.mkdir(parents=True)
     inputs["out_pdf"].write_bytes(b"%PDF previous good report")
     with pytest.raises(ReportError) as info:
-        build_report(**inputs)
+        report_from(inputs)
     message = str(info.value)
     assert "Undefined control sequence" in message and "thisMacroDoesNotExist" in message
     assert inputs["out_pdf"].read_bytes() == b"%PDF previous good report"  # the old PDF is untouched
@@ -620,7 +627,7 @@ def test_incomplete_metrics_are_named(tmp_path: Path) -> None:
     inputs = make_inputs(tmp_path, "quick")
     del inputs["metrics"]["test_ppl"]
     with pytest.raises(ReportError, match="test_ppl"):
-        build_report(**inputs)
+        report_from(inputs)
 
 
 def test_missing_theory_answer_is_named(tmp_path: Path) -> None:
@@ -628,14 +635,14 @@ def test_missing_theory_answer_is_named(tmp_path: Path) -> None:
     inputs = make_inputs(tmp_path, "quick")
     (inputs["theory_src"] / "q3.tex").unlink()
     with pytest.raises(ReportError, match="q3.tex"):
-        build_report(**inputs)
+        report_from(inputs)
 
 
 @pytest.mark.tex
 def test_same_inputs_give_a_byte_identical_pdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_tex_tools()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764000000")
-    first = build_report(**make_inputs(tmp_path / "a", "full", placeholders=False))
-    second = build_report(**make_inputs(tmp_path / "b", "full", placeholders=False))
+    first = report_from(make_inputs(tmp_path / "a", "full", placeholders=False))
+    second = report_from(make_inputs(tmp_path / "b", "full", placeholders=False))
     assert first.read_bytes() == second.read_bytes()
     assert "24 November 2025" in PdfReader(first).pages[0].extract_text()  # the cover date follows the epoch

@@ -38,6 +38,7 @@ from hw3build import leftovers
 from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
+from hw3build.report.inputs import ReportInputs
 from hw3build.submission.config import ConfigError, SubmissionConfig, load_config
 from hw3build.submission.package import make_zip
 from hw3build.submission.validate import ValidationReport, validate_zip
@@ -118,18 +119,10 @@ def theory_inputs_key() -> str:
     return inputs_key()
 
 
-def run_report(
-    executed_nb: Path,
-    metrics: dict[str, Any],
-    theory_src: Path,
-    checks_dir: Path,
-    config: SubmissionConfig,
-    record: dict[str, Any],
-    out_pdf: Path,
-) -> Path:
+def run_report(inputs: ReportInputs, out_pdf: Path) -> Path:
     from hw3build.report.report import build_report
 
-    return build_report(executed_nb, metrics, theory_src, checks_dir, config, record, out_pdf)
+    return build_report(inputs, out_pdf)
 
 
 @dataclass
@@ -347,12 +340,14 @@ def _report(b: _Build) -> None:
     with b.run("report"):
         b.pdf = Path(
             b.stages.report(
-                Path(b.execution.executed_path),
-                b.metrics,
-                b.paths.theory_src,
-                b.paths.theory_out,
-                b.config,
-                b.record,  # only what the inputs determine: no clock time, no durations
+                ReportInputs(
+                    Path(b.execution.executed_path),
+                    b.metrics,
+                    b.paths.theory_src,
+                    b.paths.theory_out,
+                    b.config,
+                    b.record,  # only what the inputs determine: no clock time, no durations
+                ),
                 b.paths.report_pdf,
             )
         )

@@ -29,6 +29,7 @@ from hw3.files import write_atomic
 from hw3.metrics import MetricsError, check_metrics, read_metrics
 
 from hw3build.notebook.schema import template_globals
+from hw3build.report.inputs import ReportInputs
 from hw3build.report.latex import (
     REQUIRED_TOOLS,
     ReportError,
@@ -121,19 +122,14 @@ def _source_date_epoch(executed_nb: Path, record: Mapping[str, Any]) -> int:
     return int(executed_nb.stat().st_mtime)
 
 
-def render_report_tex(
-    executed_nb: Path,
-    metrics: Mapping[str, Any],
-    theory_src: Path,
-    checks_dir: Path,
-    config: Any,
-    record: Mapping[str, Any],
-    workdir: Path,
-    *,
-    source_date_epoch: int,
-) -> Path:
+def render_report_tex(inputs: ReportInputs, workdir: Path, *, source_date_epoch: int) -> Path:
     """Assemble the TeX tree for the report in ``workdir``; return the main ``.tex`` (no TeX run)."""
-    theory_src, checks_dir, executed_nb = Path(theory_src), Path(checks_dir), Path(executed_nb)
+    theory_src, checks_dir, executed_nb = (
+        Path(inputs.theory_src),
+        Path(inputs.checks_dir),
+        Path(inputs.executed_nb),
+    )
+    metrics, config, record = inputs.metrics, inputs.config, inputs.record
     nb = _checked_inputs(executed_nb, metrics, theory_src, checks_dir)
     _copy_tree(theory_src, workdir / "theory")
     _copy_tree(checks_dir, workdir / "checks")
@@ -214,33 +210,21 @@ def report_context(
     }
 
 
-def build_report(
-    executed_nb: Path,
-    metrics: Mapping[str, Any],
-    theory_src: Path,
-    checks_dir: Path,
-    config: Any,
-    record: Mapping[str, Any],
-    out_pdf: Path,
-) -> Path:
+def build_report(inputs: ReportInputs, out_pdf: Path) -> Path:
     """Build the report PDF at ``out_pdf`` (atomically) and return its path.
 
-    ``config`` is a :class:`hw3build.submission.config.SubmissionConfig` (students, profile, hparams, path);
-    ``record`` any JSON-like dict (the build record) printed in the appendix.
     Raises :class:`TexMissing` when xelatex/latexmk/pandoc are absent, :class:`ReportError` otherwise.
     """
     check_tex_tools(REQUIRED_TOOLS)
     out_pdf = Path(out_pdf).resolve()
     report_dir = out_pdf.parent
     report_dir.mkdir(parents=True, exist_ok=True)
-    epoch = _source_date_epoch(Path(executed_nb), record)
+    epoch = _source_date_epoch(Path(inputs.executed_nb), inputs.record)
     _remove_stale_workdirs(report_dir)
     workdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=report_dir))
     started = time.monotonic()
     try:
-        tex_path = render_report_tex(
-            executed_nb, metrics, theory_src, checks_dir, config, record, workdir, source_date_epoch=epoch
-        )
+        tex_path = render_report_tex(inputs, workdir, source_date_epoch=epoch)
         pdf = run_latexmk(tex_path, source_date_epoch=epoch)
     except BaseException as exc:
         failed = report_dir / "tex-failed"  # kept for inspection; replaced by the next failure
@@ -292,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics = read_metrics(args.run_dir / "metrics.json")
             record = json.loads(args.record.read_text(encoding="utf-8")) if args.record.is_file() else {}
             record.pop("build", None)  # this build's clock time and durations never go into the PDF
-            pdf = build_report(
-                args.run_dir / SHIPPED_NAME, metrics, args.theory, args.checks, config, record, args.out
+            inputs = ReportInputs(
+                args.run_dir / SHIPPED_NAME, metrics, args.theory, args.checks, config, record
             )
+            pdf = build_report(inputs, args.out)
     except (ConfigError, ReportError, MetricsError, LockBusy, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
