@@ -17,9 +17,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import subprocess
 import sys
 import time
@@ -29,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from hw3.files import write_atomic, write_json_atomic
+from hw3.files import write_atomic
 
 from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
 from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, Failure, describe_failure, find_failure
 from hw3build.notebook import cache, runs
 from hw3build.notebook.engine import ENGINE_NAME, timeout_by_tag
-from hw3build.notebook.manifest import write_manifest
 from hw3build.notebook.parameters import ParameterError, resolve_parameters
 from hw3build.notebook.runs import EXECUTED_NAME, METRICS_NAME
 from hw3build.notebook.schema import INJECTED_PARAMETERS_TAG, PAPERMILL_ERROR_TAG, PARAMETERS_TAG, cell_tags
@@ -46,7 +43,6 @@ __all__ = ["ExecutionFailed", "ExecutionResult", "ParameterError", "execute_note
 log = logging.getLogger("hw3build.notebook.execute")
 
 KERNEL_NAME = "python3"
-KEY_INPUTS_NAME = "key_inputs.json"
 SHIPPED_NAME = "submission.ipynb"
 DATA_ENV = "HW3_DATA_DIR"
 # papermill records where it read and wrote the notebook: paths of this machine, never shipped.
@@ -189,31 +185,15 @@ def _explain_miss(run_root: Path, inputs: dict[str, Any]) -> None:
 
 def explain_miss(run_root: Path, inputs: dict[str, Any]) -> list[str]:
     """How ``inputs`` differ from those of the most recent finished run under ``run_root`` (empty if none)."""
-    previous = sorted(
-        (
-            p
-            for p in Path(run_root).glob(f"*/{KEY_INPUTS_NAME}")
-            if not p.parent.name.startswith((".", runs.FAILED_PREFIX))
-        ),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not previous:
-        return []
-    try:
-        old = json.loads(previous[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return cache.explain_difference(old, inputs)
+    old = runs.latest_inputs(Path(run_root))
+    return [] if old is None else cache.explain_difference(old, inputs)
 
 
 # ------------------------------------------------------------------------------------------------- run
 def _run(nb_path: Path, plan: RunPlan, run_root: Path, options: RunOptions) -> None:
     """Execute into a work folder; publish it as ``run_root/<key>`` or raise :class:`ExecutionFailed`."""
     ensure_kernelspec(options.kernel_name)
-    work = runs.work_folder(run_root, plan.key)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    write_json_atomic(work / KEY_INPUTS_NAME, plan.inputs)
+    work = runs.start(run_root, plan.key, plan.inputs)
     executed_path = work / EXECUTED_NAME
     try:
         raised = _papermill(nb_path, executed_path, plan, options)
@@ -225,7 +205,6 @@ def _run(nb_path: Path, plan: RunPlan, run_root: Path, options: RunOptions) -> N
         _fail(work, plan.key, failure, message, raised)
     executed = nbformat.read(executed_path, as_version=4)
     write_atomic(executed_path, nbformat.writes(scrub_local_paths(executed)) + "\n")
-    write_manifest(work)  # last: its presence says the run is complete
     runs.publish(work, run_root / plan.key)
 
 

@@ -15,25 +15,53 @@ finished run that was caught between the two renames in place and removes the re
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import nbformat
+from hw3.files import write_json_atomic
 
 from hw3build.failpoints import failpoint
 from hw3build.failures import describe_failure, find_failure
-from hw3build.notebook.manifest import manifest_problem
+from hw3build.notebook.manifest import manifest_problem, write_manifest
 
 EXECUTED_NAME = "executed.ipynb"
 METRICS_NAME = "metrics.json"
+KEY_INPUTS_NAME = "key_inputs.json"  # what went into the run's cache key
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 FAILED_PREFIX = "failed-"
 
 
-def work_folder(run_root: Path, key: str) -> Path:
-    return run_root / f"{TMP_PREFIX}{key}-{os.getpid()}"
+def start(run_root: Path, key: str, inputs: Mapping[str, Any]) -> Path:
+    """A fresh work folder for a run of ``key`` (``.tmp-<key>-<pid>``), holding ``key_inputs.json``."""
+    work = run_root / f"{TMP_PREFIX}{key}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    write_json_atomic(work / KEY_INPUTS_NAME, inputs)
+    return work
+
+
+def latest_inputs(run_root: Path) -> dict[str, Any] | None:
+    """The ``key_inputs.json`` of the most recent finished run under ``run_root`` (None if none)."""
+    previous = sorted(
+        (
+            p
+            for p in Path(run_root).glob(f"*/{KEY_INPUTS_NAME}")
+            if not p.parent.name.startswith((".", FAILED_PREFIX))
+        ),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not previous:
+        return None
+    try:
+        return json.loads(previous[-1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def run_problem(folder: Path, require_metrics: bool = True) -> str | None:
@@ -53,7 +81,9 @@ def run_problem(folder: Path, require_metrics: bool = True) -> str | None:
 
 
 def publish(work: Path, final: Path) -> None:
-    """Move the finished run ``work`` to ``final``; an older run there is removed only afterwards."""
+    """Seal the finished run ``work`` with its manifest (written last: its presence says the run is
+    complete) and move it to ``final``; an older run there is removed only afterwards."""
+    write_manifest(work)
     old = final.with_name(f"{OLD_PREFIX}{final.name}-{os.getpid()}")
     if final.exists():
         os.replace(final, old)
