@@ -138,42 +138,33 @@ class Stages:
 
 @dataclass(frozen=True)
 class BuildPaths:
-    """Where every stage reads and writes."""
+    """Where every stage reads and writes: ``project_root`` and ``build_dir`` given, the rest named here."""
 
     project_root: Path
     build_dir: Path
+    notebook: Path = field(init=False)
+    run_root: Path = field(init=False)
+    theory_out: Path = field(init=False)
+    theory_src: Path = field(init=False)
+    report_pdf: Path = field(init=False)
+    dist: Path = field(init=False)
+    staging: Path = field(init=False)
+    record: Path = field(init=False)
 
-    @property
-    def notebook(self) -> Path:
-        return self.build_dir / "notebook" / "hw3.ipynb"
-
-    @property
-    def run_root(self) -> Path:
-        return self.build_dir / "run"
-
-    @property
-    def theory_out(self) -> Path:
-        return self.build_dir / "theory"
-
-    @property
-    def theory_src(self) -> Path:
-        return self.project_root / "theory"
-
-    @property
-    def report_pdf(self) -> Path:
-        return self.build_dir / "report" / "report.pdf"
-
-    @property
-    def dist(self) -> Path:
-        return self.build_dir / "dist"
-
-    @property
-    def staging(self) -> Path:
-        return self.dist / ".staging"
-
-    @property
-    def record(self) -> Path:
-        return self.build_dir / "build.json"
+    def __post_init__(self) -> None:
+        b = self.build_dir
+        named = {
+            "notebook": b / "notebook" / "hw3.ipynb",
+            "run_root": b / "run",
+            "theory_out": b / "theory",
+            "theory_src": self.project_root / "theory",
+            "report_pdf": b / "report" / "report.pdf",
+            "dist": b / "dist",
+            "staging": b / "dist" / ".staging",
+            "record": b / "build.json",
+        }
+        for name, path in named.items():
+            object.__setattr__(self, name, path)  # frozen: set once, here
 
 
 def build_paths(project_root: str | Path | None = None, build_dir: str | Path | None = None) -> BuildPaths:
