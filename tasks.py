@@ -1,4 +1,5 @@
-"""invoke tasks: thin wrappers over ``hw3build`` (all logic lives there). ``invoke --list`` shows them."""
+"""invoke tasks: thin wrappers over ``python -m hw3build <command>`` and ``python -m hw3sweep`` (all logic
+lives there). ``invoke --list`` shows them."""
 
 from __future__ import annotations
 
@@ -8,8 +9,35 @@ from pathlib import Path
 
 from invoke import Context, Exit, task
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent  # the checkout invoke runs in
 BUILD_DIR = ROOT / "build"
+
+
+def project() -> Path:
+    """This checkout, when the hw3 packages are imported from it; else stop, naming both paths (one
+    virtual environment for two clones would read one's templates and write the other's build/)."""
+    from hw3tools.repo import CheckoutMismatch, require_checkout
+
+    try:
+        return require_checkout(ROOT)
+    except CheckoutMismatch as exc:
+        raise Exit(f"ERROR: {exc}", code=2) from None
+
+
+def hw3build(command: str, options: dict[str, object], *args: str) -> None:
+    """``python -m hw3build COMMAND`` (in this process) with ``--name value`` for every option set
+    (``True`` as a bare flag); a non-zero exit becomes invoke's exit code."""
+    from hw3build.cli import main
+
+    argv = [command, *args]
+    for name, value in options.items():
+        if value is True:
+            argv.append(f"--{name}")
+        elif value not in (None, False):
+            argv += [f"--{name}", str(value)]
+    code = main(argv)
+    if code:
+        raise Exit(code=code)
 
 
 @task(
@@ -36,27 +64,14 @@ def build(
     theory_timeout: int | None = None,
 ) -> None:
     """Build build/dist/ece046211_hw3_<id1>_<id2>.zip: notebook, execution, theory checks, PDF, zip, checks."""
-    from hw3build.build import BuildFailed, timeouts_from
-    from hw3build.build import build as run_build
-
-    if profile not in (None, "quick", "full"):
-        raise Exit(f"--profile must be quick or full, not {profile!r}", code=2)
+    project()
     config_path = Path(config)
     if not config_path.is_absolute() and not config_path.exists():
         config_path = ROOT / config_path  # invoke may run from a subfolder of the repository
-    try:
-        run_build(
-            config_path,
-            profile=profile,
-            force=force,
-            data_dir=data_dir,
-            lock_timeout=lock_timeout,
-            timeouts=timeouts_from(cell_timeout, training_timeout, theory_timeout),
-        )
-    except BuildFailed as exc:
-        raise Exit(f"\nERROR: {exc}\nThe previous zip (if any) is unchanged.", code=1) from None
-    except KeyboardInterrupt:
-        raise Exit("interrupted", code=130) from None
+    options = {"config": config_path, "profile": profile, "force": force, "data-dir": data_dir}
+    options |= {"lock-timeout": lock_timeout, "cell-timeout": cell_timeout}
+    options |= {"training-timeout": training_timeout, "theory-timeout": theory_timeout}
+    hw3build("build", options)
 
 
 @task(
@@ -67,13 +82,9 @@ def build(
 )
 def validate(c: Context, zip: str | None = None, strict: bool = False) -> None:  # noqa: A002 - the CLI name
     """Check a submission zip against the course's rules and print the checklist."""
-    from hw3build.validate import main
-
-    argv = [*([zip] if zip else []), *(["--strict"] if strict else [])]
-    argv += ["--dist-dir", str(BUILD_DIR / "dist"), "--config", str(ROOT / "submission.toml")]
-    code = main(argv)
-    if code:
-        raise Exit(code=code)
+    project()
+    options = {"strict": strict, "dist-dir": BUILD_DIR / "dist", "config": ROOT / "submission.toml"}
+    hw3build("validate", options, *([zip] if zip else []))
 
 
 @task(
@@ -85,6 +96,7 @@ def validate(c: Context, zip: str | None = None, strict: bool = False) -> None: 
 def test(c: Context, fast: bool = False, args: str = "") -> None:
     """Run the test suite (pytest); the whole suite, e2e, TeX and fault-injection tests included, unless
     --fast. The fault-injection suite (tests/faults) rewrites docs/reliability.md from its results."""
+    project()
     marker = ' -m "not e2e and not slow"' if fast else ""
     with c.cd(str(ROOT)):
         c.run(f"{sys.executable} -m pytest{marker} {args}".rstrip(), pty=False)
@@ -93,14 +105,8 @@ def test(c: Context, fast: bool = False, args: str = "") -> None:
 @task
 def clean(c: Context) -> None:
     """Empty build/ (refused while a build is running; the lock file stays)."""
-    from hw3build.build import clean as run_clean
-    from hw3build.locks import LockBusy
-
-    try:
-        removed = run_clean(BUILD_DIR)
-    except LockBusy as exc:
-        raise Exit(f"ERROR: {exc}", code=1) from None
-    print(f"emptied {BUILD_DIR}" if removed else f"nothing to remove in {BUILD_DIR}")
+    project()
+    hw3build("clean", {"build-dir": BUILD_DIR})
 
 
 @task(help={"args": "arguments for benchmarks/bench_train.py (see its --help)"})
@@ -117,17 +123,9 @@ def bench(c: Context, args: str = "") -> None:
     }
 )
 def theory(c: Context, out: str = str(BUILD_DIR / "theory"), pdf: str | None = None) -> None:
-    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build.theory)."""
-    from hw3build.locks import LockBusy, build_lock_for
-
-    command = f"{sys.executable} -m hw3build.theory --out {shlex.quote(out)}"
-    if pdf:
-        command += f" --pdf {shlex.quote(pdf)}"
-    try:
-        with build_lock_for(out, build_dir=BUILD_DIR, timeout=10), c.cd(str(ROOT)):
-            c.run(command, pty=False)
-    except LockBusy as exc:
-        raise Exit(f"ERROR: {exc}", code=1) from None
+    """Run the numerical checks behind the theory answers and write their tables (python -m hw3build theory)."""
+    project()
+    hw3build("theory", {"out": out, "pdf": pdf})
 
 
 @task(
@@ -156,6 +154,7 @@ def sweep(
     args: str = "",
 ) -> None:
     """Tune the hyper-parameters as an Optuna study (python -m hw3sweep): run, --report or --apply."""
+    project()
     options = {
         "--study": study,
         "--trials": trials,

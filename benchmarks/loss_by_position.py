@@ -2,7 +2,7 @@
 
     python benchmarks/loss_by_position.py RUN_DIR [--split test|valid] [--data-dir DIR] [--threads T]
 
-``RUN_DIR`` is a ``python -m hw3.train --out`` folder (its ``metrics.json`` gives the hyper-parameters,
+``RUN_DIR`` is a ``python -m hw3tools.train --out`` folder (its ``metrics.json`` gives the hyper-parameters,
 ``best_model.pt`` the weights). The assignment's ``evaluate`` cuts the split into independent windows of
 ``bptt`` tokens, so the first target of a window is predicted from one word, the last from 35: this prints
 the perplexity per position (in groups), checks that the positions' mean equals ``evaluate``'s figure, and
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_path, weights_path = args.run_dir / "metrics.json", args.run_dir / "best_model.pt"
     for path in (metrics_path, weights_path):
         if not path.exists():
-            print(f"error: {path} not found (RUN_DIR must be a finished `python -m hw3.train --out` folder)",
+            print(f"error: {path} not found (RUN_DIR must be a finished `python -m hw3tools.train --out` folder)",
                   file=sys.stderr)  # fmt: skip
             return 2
     hp = HParams.from_dict(json.loads(metrics_path.read_text())["hparams"])

@@ -4,11 +4,11 @@
         [--threads T] [--seed S] [--out FILE]
 
 Trains the full profile exactly as
-``python -m hw3.train --profile full --epochs E --set max_train_batches=N adam_beta2=0.98 weight_decay=0.1``
+``python -m hw3tools.train --profile full --epochs E --set max_train_batches=N adam_beta2=0.98 weight_decay=0.1``
 does (the 3,000-step proxy of the README's "Training speed and quality" by default) and keeps, next to the model, one
 EMA copy per decay (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, updated
 after every optimizer step). After each epoch it prints the validation perplexity of the model and of every
-average; at the end the test perplexity of the best model (what ``hw3.train`` reports) and of each average at
+average; at the end the test perplexity of the best model (what ``python -m hw3tools.train`` reports) and of each average at
 its best epoch. The model's own figures are the proxy's control: they must equal the recorded run's.
 Averaging is a change of the training procedure only (the model and its code stay the assignment's).
 Not a hyper-parameter of ``hw3`` (so not something a study can search): its recorded run lives in the

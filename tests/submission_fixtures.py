@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
-from hw3build.validate import HEADINGS
+from hw3build.submission.validate import HEADINGS
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 # IDs with a valid Israeli check digit (and not the assignment's placeholders).
@@ -146,7 +146,7 @@ def submission_zip(
 
 _HOLDER = """
 import sys
-from hw3build.locks import build_lock
+from hw3tools.locks import build_lock
 with build_lock(sys.argv[1], timeout=0):
     print("locked", flush=True)
     sys.stdin.readline()

@@ -3,10 +3,12 @@ user would (``python -m hw3sweep``), and the PostgreSQL URL CI provides."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import optuna
@@ -17,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("HW3_TEST_POSTGRES_URL")
 # a few batches of a tiny corpus: a trial takes about a second once the worker has started
 TINY = ["max_train_batches=2", "max_eval_batches=2", "epochs=2", "log_interval=1", "precision=fp32"]
+
+
+def load_benchmark(name: str) -> types.ModuleType:
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_corpus(folder: Path, seed: int = 0) -> Path:
@@ -52,7 +63,7 @@ def start_sweep(cwd: Path, command: list[str]) -> subprocess.Popen:
 
 
 def load(study: str, storage: str) -> optuna.Study:
-    from hw3.studies import open_storage
+    from hw3tools.studies import open_storage
 
     return optuna.load_study(study_name=study, storage=open_storage(storage))
 

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-from sweep_fixtures import REPO, write_corpus
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_sweep", REPO / "benchmarks" / "bench_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from sweep_fixtures import load_benchmark, write_corpus
 
 
 @pytest.mark.slow
@@ -23,6 +15,6 @@ def test_a_relative_corpus_path_is_found_from_the_studys_temporary_folder(
     write_corpus(tmp_path / "corpus")
     monkeypatch.chdir(tmp_path)
     argv = ["--corpus", "corpus", "--workers", "1", "--trials", "1", "--batches", "2", "--epochs", "1"]
-    assert load_bench().main([*argv, "--device", "cpu"]) == 0
+    assert load_benchmark("bench_sweep").main([*argv, "--device", "cpu"]) == 0
     rows = capsys.readouterr().out.splitlines()[2:]
     assert len(rows) == 1 and rows[0].split()[0] == "1" and float(rows[0].split()[2]) > 0  # K, s, trials/h

@@ -28,8 +28,8 @@ from hw3build.build import (
     build_paths,
     clean,
 )
-from hw3build.execute import ExecutionResult
-from hw3build.validate import validate_zip
+from hw3build.notebook.execute import ExecutionResult
+from hw3build.submission.validate import validate_zip
 from submission_fixtures import (
     ID1,
     ID2,
@@ -94,8 +94,8 @@ class FakeStages:
         (out_dir / "checks.json").write_text("{}")
         return "all checks passed"
 
-    def report(self, executed_nb, metrics, theory_src, checks_dir, config, record, out_pdf: Path) -> Path:
-        self._enter("report", record)
+    def report(self, inputs, out_pdf: Path) -> Path:
+        self._enter("report", inputs.record)
         out_pdf.parent.mkdir(parents=True, exist_ok=True)
         out_pdf.write_bytes(pdf_bytes(self.pages))
         return out_pdf
@@ -439,7 +439,7 @@ def _executed_without_training(nb_path: Path, parameters: dict[str, Any], run_ro
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hw3build.validate import _prints_at_top_level
+    from hw3build.submission.validate import _prints_at_top_level
 
     nb = nbformat.read(nb_path, as_version=4)
     count = 0

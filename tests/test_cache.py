@@ -1,4 +1,4 @@
-"""hw3build.cache + parameter resolution: the key follows what changes a run, and nothing else."""
+"""hw3build.notebook.cache + parameter resolution: the key follows what changes a run, and nothing else."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hw3build import cache, inline
-from hw3build.config import parse_config
-from hw3build.execute import execute_notebook
-from hw3build.parameters import ParameterError, resolve_parameters
-from hw3build.render import render_notebook
+from hw3build.notebook import cache, inline
+from hw3build.notebook.execute import execute_notebook
+from hw3build.notebook.parameters import ParameterError, resolve_parameters
+from hw3build.notebook.render import render_notebook
+from hw3build.submission.config import parse_config
 
 STUDENTS = [
     {"name": "Dana Levi", "email": "dana.levi@campus.technion.ac.il", "id": "000000018"},

@@ -1,13 +1,13 @@
-"""The training command line (``python -m hw3.train``, ``hw3.cli``): overrides, outputs, resume."""
+"""The training command line (``python -m hw3tools.train``, ``hw3tools.train``): overrides, outputs, resume."""
 
 import math
 
 import pytest
 import torch
-from hw3.cli import main, parse_override
 from hw3.hparams import HParams
 from hw3.metrics import read_metrics
 from hw3.model import TransformerModel
+from hw3tools.train import main, parse_override
 
 
 @pytest.mark.parametrize(
@@ -91,8 +91,8 @@ def test_cli_resume_continues_a_stopped_run(real_data_dir, tmp_path, monkeypatch
 def test_cli_interrupted_in_the_test_pass_keeps_history_and_weights(
     real_data_dir, tmp_path, monkeypatch, capsys
 ) -> None:
-    import hw3.cli as cli_module
     import hw3.train as train_module
+    import hw3tools.train as cli_module
 
     real_evaluate, calls = train_module.evaluate, []
 

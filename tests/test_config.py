@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import tomllib
 from hw3.hparams import profile_defaults
-from hw3build.config import NAME_MAX_CHARS, ConfigError, israeli_id_valid, load_config, parse_config
+from hw3build.submission.config import (
+    NAME_MAX_CHARS,
+    ConfigError,
+    israeli_id_valid,
+    load_config,
+    parse_config,
+)
 from submission_fixtures import ID1, ID2
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import zipfile
 
 import nbformat
 import pytest
-from hw3build.assignment import TASKS
+from hw3build.submission.assignment import TASKS
 from pypdf import PdfReader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.tex]

@@ -1,4 +1,4 @@
-"""hw3build.inline: package source copied into notebook cells, with what it needs and nothing undefined."""
+"""hw3build.notebook.inline: package source copied into notebook cells, with what it needs and nothing undefined."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hw3build import inline
-from hw3build.inline import InlineError, Inliner, NotSelfContained, check_self_contained, object_source
+from hw3build.notebook import inline
+from hw3build.notebook.inline import (
+    InlineError,
+    Inliner,
+    NotSelfContained,
+    check_self_contained,
+    object_source,
+)
 
 
 def test_object_source_is_the_package_source() -> None:

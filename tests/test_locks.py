@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import fcntl
-import re
 from pathlib import Path
 
 import pytest
 from hw3build.build import clean
-from hw3build.locks import BUILD_LOCK_NAME, LockBusy, build_lock, build_lock_for, exclusive_lock
+from hw3tools.locks import BUILD_LOCK_NAME, LockBusy, build_lock, build_lock_for, exclusive_lock
 from submission_fixtures import lock_held_elsewhere
 
 
@@ -75,34 +74,37 @@ def test_clean_keeps_the_lock_file_a_waiting_build_holds(tmp_path: Path) -> None
 
 
 def test_a_report_run_by_hand_takes_the_build_lock(tmp_path: Path, monkeypatch, capsys) -> None:
-    from hw3build import report
+    from hw3build.report import report
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "build").mkdir()
     with lock_held_elsewhere(tmp_path / "build"):
         with pytest.raises(LockBusy):
-            with build_lock_for("build/report/report.pdf", timeout=0):
+            with build_lock_for("build/report/report.pdf", build_dir="build", timeout=0):
                 pass
         monkeypatch.setattr(report, "build_report", lambda *a, **k: pytest.fail("wrote while locked"))
         (tmp_path / "run").mkdir()
         (tmp_path / "run" / "metrics.json").write_text("{}")
         repo = Path(__file__).resolve().parents[1]
-        code = report.main(["run", "--config", str(repo / "submission.toml")])
+        code = report.main(["run", "--config", str(repo / "submission.toml"), "--build-dir", "build"])
     assert code == 1 and "held by another process" in capsys.readouterr().err
     with build_lock_for(tmp_path / "elsewhere" / "report.pdf", timeout=0) as held:
         assert held is None  # outside build/: nothing to lock
 
 
-def test_invoke_theory_takes_the_build_lock(monkeypatch) -> None:
-    from invoke import Exit, MockContext, Result
+def test_invoke_theory_takes_the_build_lock(monkeypatch, capsys) -> None:
+    from hw3build.report import theory as stage
+    from invoke import Exit, MockContext
 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     import tasks
 
+    ran: list[list[str]] = []
+    monkeypatch.setattr(stage, "main", lambda argv: ran.append(argv) or 0)
     out = str(tasks.BUILD_DIR / "theory")
     with lock_held_elsewhere(tasks.BUILD_DIR) as holder:
         with pytest.raises(Exit) as refused:
-            tasks.theory(MockContext(run=Result("")), out=out)
-    assert f"pid {holder.pid}" in str(refused.value.message)
-    context = MockContext(run={re.compile(".*hw3build.theory.*"): Result("ok")})
-    tasks.theory(context, out=out)  # free again: it runs
+            tasks.theory(MockContext(), out=out)
+    assert refused.value.code == 1 and f"pid {holder.pid}" in capsys.readouterr().err and ran == []
+    tasks.theory(MockContext(), out=out)  # free again: it runs
+    assert ran == [["--out", out]]

@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hw3build.package import ZIP_EPOCH, make_zip
-from hw3build.validate import validate_zip
+from hw3build.submission.package import ZIP_EPOCH, make_zip
+from hw3build.submission.validate import validate_zip
 from submission_fixtures import ID1, ID2, STEM, executed_notebook, good_pdf_pages, notebook_bytes, pdf_bytes
 
 

@@ -1,4 +1,4 @@
-"""hw3build.prose: Task 5's answer in the shipped notebook, the students' own or the one written from
+"""hw3build.notebook.prose: Task 5's answer in the shipped notebook, the students' own or the one written from
 the run, checked before any training."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hw3build.preflight import PreflightError, preflight
-from hw3build.prose import (
+from hw3build.notebook.prose import (
     _SAMPLE_RECORD,
     TASK5_ANSWER_TAG,
     AnswerError,
@@ -16,6 +15,7 @@ from hw3build.prose import (
     fill_answers,
     task5_answer,
 )
+from hw3build.preflight import PreflightError, preflight
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 METRICS = {**_SAMPLE_RECORD, "test_ppl": 121.28}

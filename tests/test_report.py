@@ -16,10 +16,10 @@ import nbformat
 import pytest
 from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
-from hw3build import latex
-from hw3build.assignment import QUESTIONS
-from hw3build.config import parse_config
-from hw3build.latex import (
+from hw3build.record import collect_record
+from hw3build.report import latex
+from hw3build.report.inputs import ReportInputs
+from hw3build.report.latex import (
     APT_INSTALL,
     ReportError,
     TexMissing,
@@ -28,8 +28,7 @@ from hw3build.latex import (
     read_log,
     run_latexmk,
 )
-from hw3build.literal import markdown_literal
-from hw3build.nbtex import (
+from hw3build.report.nbtex import (
     clean_stream_text,
     collapse_carriage_returns,
     display_width,
@@ -39,9 +38,11 @@ from hw3build.nbtex import (
     tighten_inline_math,
     wrap_columns,
 )
-from hw3build.record import collect_record
-from hw3build.report import build_report
-from hw3build.report_context import answer_index, dependency_rows, support_groups, task_results
+from hw3build.report.report import build_report
+from hw3build.report.report_context import answer_index, dependency_rows, support_groups, task_results
+from hw3build.submission.assignment import QUESTIONS
+from hw3build.submission.config import parse_config
+from hw3build.submission.literal import markdown_literal
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from pypdf import PdfReader
 
@@ -112,7 +113,7 @@ def make_notebook(png: bytes) -> nbformat.NotebookNode:
         tagged(new_code_cell("lr = 0.005\ndata_dir = None", execution_count=1), "parameters"),
         tagged(
             new_code_cell(
-                '# Parameters\nlr = 0.005\ndata_dir = "/home/someone/wikitext-2"', execution_count=2
+                '# Parameters\nlr = 0.005\ndata_dir = None\nout_dir = "."', execution_count=2
             ),
             "injected-parameters",
         ),
@@ -301,6 +302,12 @@ def make_inputs(folder: Path, profile: str, placeholders: bool = True) -> dict:
     }
 
 
+def report_from(inputs: dict) -> Path:
+    """build_report on what make_inputs laid out."""
+    values = {k: v for k, v in inputs.items() if k != "out_pdf"}
+    return build_report(ReportInputs(**values), inputs["out_pdf"])
+
+
 def link_targets(reader: PdfReader, page_index: int) -> list[int]:
     """The page (index) each internal link on a page goes to; a link that resolves nowhere fails."""
     named = reader.named_destinations
@@ -334,7 +341,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     check_tex_tools()  # fails (with the apt command) rather than skips when TeX is absent
     folder = tmp_path_factory.mktemp("quick")
     inputs = make_inputs(folder, "quick")
-    pdf = build_report(**inputs)
+    pdf = report_from(inputs)
     return pdf, pdf_text(pdf)
 
 
@@ -357,6 +364,8 @@ def test_tighten_inline_math() -> None:
 
 
 def test_prepare_notebook_shifts_headings_and_drops_front_matter_support_and_html() -> None:
+    """The support code cell stays as one line where it ran (its number and its opening comment);
+    papermill's injected-parameters cell is printed as papermill leaves it."""
     nb = prepare_notebook(make_notebook(b"png"))
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "Students Information" not in markdown and "img" not in markdown
@@ -366,8 +375,11 @@ def test_prepare_notebook_shifts_headings_and_drops_front_matter_support_and_htm
         assert f"\n# {heading}" in "\n" + markdown
     assert "$x_t$" in markdown
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert len(code) == 8  # every code cell but the support cell and papermill's repeated parameters
-    assert not any("basic_english_tokenize" in c.source or "/home/someone" in c.source for c in code)
+    assert len(code) == 10  # every code cell, the support cell and papermill's parameters included
+    (support,) = [c for c in code if "hw3_marker" in c.metadata]
+    assert support.metadata.hw3_marker == {"what": "The torchtext replacement: the tokenizer.", "where": "support"}
+    assert support.outputs == [] and all(c.metadata["hw3_lines"] > 0 for c in code)
+    assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     outputs = [o for c in code for o in c.outputs]
     assert all("text/html" not in o.get("data", {}) for o in outputs)
     stderr = next(o.text for o in outputs if o.get("name") == "stderr")
@@ -569,8 +581,9 @@ def test_quick_report_keeps_support_code_to_the_appendix(quick_report: tuple[Pat
     pdf, _ = quick_report
     pages = [page.extract_text() or "" for page in PdfReader(pdf).pages]
     appendix = next(i for i, page in enumerate(pages) if "B. Support code" in page)
-    assert not any("basic_english_tokenize" in page for page in pages[:appendix])
-    assert "basic_english_tokenize()" in pages[appendix] and "In [4]" in pages[appendix]
+    assert not any("basic_english_tokenize" in page for page in pages[:appendix])  # the code: in the notebook
+    assert any("The torchtext replacement: the tokenizer." in page for page in pages[:appendix])  # its line
+    assert "The torchtext replacement" in pages[appendix] and "In [4]" in pages[appendix]
     assert not any("/home/someone" in page for page in pages)
     assert "A. What the run depends on" in pages[appendix - 1] + pages[appendix]
 
@@ -591,7 +604,7 @@ def test_quick_report_log_is_clean_and_progress_frames_collapsed(quick_report: t
 def test_full_report_has_no_draft_marking(tmp_path: Path) -> None:
     check_tex_tools()
     inputs = make_inputs(tmp_path, "full", placeholders=False)
-    pdf = build_report(**inputs)
+    pdf = report_from(inputs)
     reader = PdfReader(pdf)
     text = pdf_text(pdf)
     assert "DRAFT" not in text and "PLACEHOLDER" not in text
@@ -607,7 +620,7 @@ def test_latex_error_surfaces_as_report_error(tmp_path: Path) -> None:
     inputs["out_pdf"].parent.mkdir(parents=True)
     inputs["out_pdf"].write_bytes(b"%PDF previous good report")
     with pytest.raises(ReportError) as info:
-        build_report(**inputs)
+        report_from(inputs)
     message = str(info.value)
     assert "Undefined control sequence" in message and "thisMacroDoesNotExist" in message
     assert inputs["out_pdf"].read_bytes() == b"%PDF previous good report"  # the old PDF is untouched
@@ -619,7 +632,7 @@ def test_incomplete_metrics_are_named(tmp_path: Path) -> None:
     inputs = make_inputs(tmp_path, "quick")
     del inputs["metrics"]["test_ppl"]
     with pytest.raises(ReportError, match="test_ppl"):
-        build_report(**inputs)
+        report_from(inputs)
 
 
 def test_missing_theory_answer_is_named(tmp_path: Path) -> None:
@@ -627,14 +640,14 @@ def test_missing_theory_answer_is_named(tmp_path: Path) -> None:
     inputs = make_inputs(tmp_path, "quick")
     (inputs["theory_src"] / "q3.tex").unlink()
     with pytest.raises(ReportError, match="q3.tex"):
-        build_report(**inputs)
+        report_from(inputs)
 
 
 @pytest.mark.tex
 def test_same_inputs_give_a_byte_identical_pdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_tex_tools()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764000000")
-    first = build_report(**make_inputs(tmp_path / "a", "full", placeholders=False))
-    second = build_report(**make_inputs(tmp_path / "b", "full", placeholders=False))
+    first = report_from(make_inputs(tmp_path / "a", "full", placeholders=False))
+    second = report_from(make_inputs(tmp_path / "b", "full", placeholders=False))
     assert first.read_bytes() == second.read_bytes()
     assert "24 November 2025" in PdfReader(first).pages[0].extract_text()  # the cover date follows the epoch

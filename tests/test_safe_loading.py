@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from project_files import REPO, project_files
 
 
 def _torch_loads_without_weights_only(path: Path) -> list[int]:
@@ -30,7 +30,7 @@ def _torch_loads_without_weights_only(path: Path) -> list[int]:
 
 
 def test_every_torch_load_is_weights_only() -> None:
-    sources = [p for p in REPO.rglob("*.py") if "build" not in p.relative_to(REPO).parts[:1]]
+    sources = project_files(".py")
     unsafe = {
         str(path.relative_to(REPO)): lines
         for path in sources

@@ -1,6 +1,6 @@
 """The history study holds every earlier trial with complete settings; a study's report chooses on
 validation, evaluates the test split once, and --apply writes submission.toml keeping its comments;
-python -m hw3.train --from-study re-runs a trial's exact settings."""
+python -m hw3tools.train --from-study re-runs a trial's exact settings."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import optuna
 import pytest
 import tomlkit
-from hw3.cli import main as train_main
 from hw3.hparams import HParams, profile_defaults
-from hw3.studies import open_storage
 from hw3sweep.apply import applied_settings, apply_trial
 from hw3sweep.cli import main as sweep_main
 from hw3sweep.report import TEST_EVALUATIONS, chosen_trial
+from hw3tools.studies import open_storage
+from hw3tools.train import main as train_main
 from optuna.trial import TrialState
-from sweep_fixtures import REPO, TINY, load, start_sweep, sweep_command, write_corpus
+from sweep_fixtures import REPO, TINY, load, load_benchmark, start_sweep, sweep_command, write_corpus
 
 HISTORY = REPO / "benchmarks" / "studies" / "history.journal"
 
@@ -55,11 +55,12 @@ def test_history_chooses_the_full_profile_by_validation() -> None:
 
 
 def test_the_committed_history_is_what_the_importer_writes() -> None:
-    from hw3sweep.history import PIN, history_journal
-
-    if subprocess.run(["git", "cat-file", "-e", PIN], cwd=REPO, capture_output=True).returncode:
-        pytest.skip(f"commit {PIN} is not in this clone (shallow?): the importer reads the records from it")
-    assert history_journal() == HISTORY.read_text(encoding="utf-8")
+    importer = load_benchmark("import_history")
+    if subprocess.run(["git", "cat-file", "-e", importer.PIN], cwd=REPO, capture_output=True).returncode:
+        pytest.skip(
+            f"commit {importer.PIN} is not in this clone (shallow?): the importer reads the records from it"
+        )
+    assert importer.history_journal() == HISTORY.read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -25,17 +26,18 @@ def args() -> argparse.Namespace:
     return argparse.Namespace(budget="quick", fixed=json.dumps(fixed))
 
 
-def new_study() -> optuna.Study:
-    from hw3sweep.history import MemoryBackend
+def new_study(folder: Path) -> optuna.Study:
     from hw3sweep.storage import HeartbeatJournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
-    return optuna.create_study(study_name="t", storage=HeartbeatJournalStorage(MemoryBackend(), 1, 3))
+    backend = JournalFileBackend(str(folder / "t.journal"))
+    return optuna.create_study(study_name="t", storage=HeartbeatJournalStorage(backend, 1, 3))
 
 
 def test_a_trial_completes_with_its_complete_record(trainer, tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    study = new_study()
-    worker.run_one(study, study.ask(), trainer, args())
+    study = new_study(tmp_path)
+    worker.run_one(study, trainer, args())
     trial = study.get_trials()[0]
     assert trial.state == TrialState.COMPLETE and trial.value == min(
         r["val_ppl"] for r in trial.user_attrs["history"]
@@ -44,23 +46,23 @@ def test_a_trial_completes_with_its_complete_record(trainer, tmp_path, monkeypat
     assert (tmp_path / "build" / "sweeps" / "t" / "weights" / "trial-0.pt").is_file()  # the best so far
 
 
-def one_trial_with(trainer, monkeypatch, fit) -> optuna.trial.FrozenTrial:
+def one_trial_with(trainer, tmp_path, monkeypatch, fit) -> optuna.trial.FrozenTrial:
     """The one trial of a new study whose worker trains with ``fit``."""
     monkeypatch.setattr(worker, "fit", fit)
-    study = new_study()
-    worker.run_one(study, study.ask(), trainer, args())
+    study = new_study(tmp_path)
+    worker.run_one(study, trainer, args())
     return study.get_trials()[0]
 
 
-def test_a_diverged_configuration_is_pruned_not_a_crash(trainer, monkeypatch) -> None:
+def test_a_diverged_configuration_is_pruned_not_a_crash(trainer, tmp_path, monkeypatch) -> None:
     def diverge(*args, **kwargs):
         raise worker.TrainingDiverged("loss became nan")
 
-    trial = one_trial_with(trainer, monkeypatch, diverge)
+    trial = one_trial_with(trainer, tmp_path, monkeypatch, diverge)
     assert trial.state == TrialState.PRUNED and "TrainingDiverged" in trial.user_attrs["diverged"]
 
 
-def test_a_validation_loss_past_exps_range_is_pruned_not_a_crash(trainer, monkeypatch) -> None:
+def test_a_validation_loss_past_exps_range_is_pruned_not_a_crash(trainer, tmp_path, monkeypatch) -> None:
     """fit records such an epoch's perplexity as infinite; the worker's own exp() of the best loss
     raised OverflowError, which crashed the worker and left its study short of trials (seen in
     benchmarks/bench_sweep.py)."""
@@ -76,11 +78,11 @@ def test_a_validation_loss_past_exps_range_is_pruned_not_a_crash(trainer, monkey
         result.best_val_loss = 800.0
         return result
 
-    trial = one_trial_with(trainer, monkeypatch, past_range)
+    trial = one_trial_with(trainer, tmp_path, monkeypatch, past_range)
     assert trial.state == TrialState.PRUNED and "validation loss 800" in trial.user_attrs["diverged"]
 
 
-def test_an_interrupted_trial_fails_and_is_enqueued_again_once(trainer, monkeypatch) -> None:
+def test_an_interrupted_trial_fails_and_is_enqueued_again_once(trainer, tmp_path, monkeypatch) -> None:
     real_fit = worker.fit
 
     def interrupted(*args, **kwargs):
@@ -89,12 +91,12 @@ def test_an_interrupted_trial_fails_and_is_enqueued_again_once(trainer, monkeypa
         return result
 
     monkeypatch.setattr(worker, "fit", interrupted)
-    study = new_study()
+    study = new_study(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        worker.run_one(study, study.ask(), trainer, args())
+        worker.run_one(study, trainer, args())
     first, retry = study.get_trials()
     assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
     assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
     with pytest.raises(KeyboardInterrupt):  # interrupted again: failed, not retried a second time
-        worker.run_one(study, study.ask(), trainer, args())
+        worker.run_one(study, trainer, args())
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from hw3.studies import StudyError
+from hw3tools.studies import StudyError
 from optuna.trial import TrialState
 from sweep_fixtures import TINY, load, start_sweep, storage_url, sweep_command, write_corpus  # noqa: F401
 

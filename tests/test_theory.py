@@ -1,4 +1,4 @@
-"""The checks behind the Part 1 answers (hw3.theory) and the theory stage (hw3build.theory).
+"""The checks behind the Part 1 answers (hw3.theory) and the theory stage (hw3build.report.theory).
 
 Each formula is compared with an independent computation, each check is shown able to fail on a plausible
 wrong formula, and the formulas are checked *as printed* in theory/*.tex, so the text cannot drift from
@@ -18,9 +18,9 @@ import pytest
 import sympy
 import torch
 from hw3.theory import SEED, q1, q2, q3
-from hw3build import formulas as fm
-from hw3build import theory as stage
 from hw3build.processes import ToolTimeout
+from hw3build.report import formulas as fm
+from hw3build.report import theory as stage
 
 THEORY = Path(__file__).resolve().parents[1] / "theory"
 
@@ -345,7 +345,7 @@ def test_a_timeout_names_the_limit_and_how_to_raise_it(
 
 @pytest.fixture(scope="module")
 def stage_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real outputs of ``python -m hw3build.theory`` (the reported sizes), produced once."""
+    """The real outputs of ``python -m hw3build.report.theory`` (the reported sizes), produced once."""
     out = tmp_path_factory.mktemp("theory")
     assert stage.main(["--out", str(out)]) == 0
     return out
@@ -407,7 +407,7 @@ def test_the_standalone_refuses_an_undefined_reference(stage_out: Path, tmp_path
     folder = theory_copy(tmp_path)
     with open(folder / "q3.tex", "a", encoding="utf-8") as f:
         f.write("\nSee Figure~\\ref{fig:does-not-exist}.\n")
-    from hw3build.latex import ReportError
+    from hw3build.report.latex import ReportError
 
     with pytest.raises(ReportError, match="fig:does-not-exist"):
         stage.compile_standalone(tmp_path / "theory.pdf", stage_out, folder)

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from hw3build import latex, record
-from hw3build.latex import ReportError, run_latexmk, tex_environment
+from hw3build import record
 from hw3build.processes import ToolTimeout, run_tool
+from hw3build.report import latex
+from hw3build.report.latex import ReportError, run_latexmk, tex_environment
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hw3build.validate import OK, WARN, find_zip, main, validate_zip
+from hw3build.submission.validate import OK, WARN, find_zip, main, validate_zip
 from nbformat.v4 import new_code_cell, new_output
 from submission_fixtures import (
     ID1,

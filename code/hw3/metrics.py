@@ -1,5 +1,5 @@
 """The record of one training run, `metrics.json`: one schema, written by the notebook and by
-`python -m hw3.train` (both through `write_metrics`), checked wherever it is read
+`python -m hw3tools.train` (both through `write_metrics`), checked wherever it is read
 (`read_metrics`).
 
 A record holds what was asked (`profile`, `hparams`), what ran (`run`: device, precision,

@@ -6,7 +6,7 @@ Stages, in order (each printed with its time)::
 
 The config is validated and everything the PDF will need is checked (:mod:`hw3build.preflight`) before
 any work; the build folder is locked for the whole run, and what a killed build left is cleared first
-(:mod:`hw3build.leftovers`, :func:`hw3build.runs.recover`). The zip is written and validated in
+(:mod:`hw3build.leftovers`, :func:`hw3build.notebook.runs.recover`). The zip is written and validated in
 ``build/dist/.staging`` and only then renamed over ``build/dist/<name>.zip``, so a failure in any stage,
 validation included, leaves the previous good zip untouched and says which stage failed.
 
@@ -29,18 +29,21 @@ from pathlib import Path
 from typing import Any
 
 from hw3.files import write_atomic
+from hw3.hparams import PROFILES
 from hw3.metrics import MetricsError, read_metrics
+from hw3tools.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
+from hw3tools.repo import ROOT
 
 from hw3build import leftovers
-from hw3build.config import ConfigError, SubmissionConfig, load_config
+from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
-from hw3build.locks import BUILD_LOCK_NAME, DEFAULT_TIMEOUT_S, build_lock
-from hw3build.package import make_zip
-from hw3build.prose import AnswerError, fill_answers
+from hw3build.notebook.prose import AnswerError, fill_answers
 from hw3build.record import build_facts, collect_record, run_finished_epoch, write_record
-from hw3build.validate import ValidationReport, validate_zip
+from hw3build.report.inputs import ReportInputs
+from hw3build.submission.config import ConfigError, SubmissionConfig, load_config
+from hw3build.submission.package import make_zip
+from hw3build.submission.validate import ValidationReport, validate_zip
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 THEORY_KEY_NAME = ".inputs-sha256"
 STAGE_NAMES = (
     "config", "preflight", "lock", "render", "execute", "theory", "record", "report", "zip", "validate",
@@ -53,7 +56,7 @@ TRAINING_TIMEOUT_S = {"quick": 2 * 3600, "full": 12 * 3600}
 THEORY_TIMEOUT_S = 30 * 60
 
 
-class BuildFailed(RuntimeError):
+class BuildFailed(BuildError, RuntimeError):
     """A stage failed; ``stage`` names it and the previous zip (if any) is still in place."""
 
     def __init__(self, stage: str, cause: BaseException | str) -> None:
@@ -63,7 +66,7 @@ class BuildFailed(RuntimeError):
         super().__init__(f"build failed in stage '{stage}': {detail}")
 
 
-class StageError(RuntimeError):
+class StageError(BuildError, RuntimeError):
     """A stage's own failure, with a message meant for the user (no traceback needed)."""
 
 
@@ -89,21 +92,21 @@ def run_preflight(config: SubmissionConfig, project_root: Path) -> list[str]:
 
 
 def run_render(config: SubmissionConfig, out_path: Path) -> Path:
-    from hw3build.render import render_notebook
+    from hw3build.notebook.render import render_notebook
 
     return render_notebook(config, out_path)
 
 
 def run_execute(nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any) -> Any:
-    from hw3build.execute import execute_notebook
+    from hw3build.notebook.execute import execute_notebook
 
     return execute_notebook(nb_path, parameters, run_root, **options)
 
 
 def run_theory_checks(out_dir: Path, project_root: Path, *, timeout_s: float = THEORY_TIMEOUT_S) -> str:
-    """The theory checks in a subprocess (``python -m hw3build.theory``); returns their output."""
-    from hw3build.theory import TheoryError
-    from hw3build.theory import run_theory_checks as run_checks
+    """The theory checks in a subprocess (``python -m hw3build.report.theory``); returns their output."""
+    from hw3build.report.theory import TheoryError
+    from hw3build.report.theory import run_theory_checks as run_checks
 
     try:
         return run_checks(out_dir, project_root, timeout_s=timeout_s)
@@ -112,23 +115,15 @@ def run_theory_checks(out_dir: Path, project_root: Path, *, timeout_s: float = T
 
 
 def theory_inputs_key() -> str:
-    from hw3build.theory import theory_inputs_key as inputs_key
+    from hw3build.report.theory import theory_inputs_key as inputs_key
 
     return inputs_key()
 
 
-def run_report(
-    executed_nb: Path,
-    metrics: dict[str, Any],
-    theory_src: Path,
-    checks_dir: Path,
-    config: SubmissionConfig,
-    record: dict[str, Any],
-    out_pdf: Path,
-) -> Path:
-    from hw3build.report import build_report
+def run_report(inputs: ReportInputs, out_pdf: Path) -> Path:
+    from hw3build.report.report import build_report
 
-    return build_report(executed_nb, metrics, theory_src, checks_dir, config, record, out_pdf)
+    return build_report(inputs, out_pdf)
 
 
 @dataclass
@@ -144,47 +139,38 @@ class Stages:
 
 @dataclass(frozen=True)
 class BuildPaths:
-    """Where every stage reads and writes."""
+    """Where every stage reads and writes: ``project_root`` and ``build_dir`` given, the rest named here."""
 
     project_root: Path
     build_dir: Path
+    notebook: Path = field(init=False)
+    run_root: Path = field(init=False)
+    theory_out: Path = field(init=False)
+    theory_src: Path = field(init=False)
+    report_pdf: Path = field(init=False)
+    dist: Path = field(init=False)
+    staging: Path = field(init=False)
+    record: Path = field(init=False)
 
-    @property
-    def notebook(self) -> Path:
-        return self.build_dir / "notebook" / "hw3.ipynb"
-
-    @property
-    def run_root(self) -> Path:
-        return self.build_dir / "run"
-
-    @property
-    def theory_out(self) -> Path:
-        return self.build_dir / "theory"
-
-    @property
-    def theory_src(self) -> Path:
-        return self.project_root / "theory"
-
-    @property
-    def report_pdf(self) -> Path:
-        return self.build_dir / "report" / "report.pdf"
-
-    @property
-    def dist(self) -> Path:
-        return self.build_dir / "dist"
-
-    @property
-    def staging(self) -> Path:
-        return self.dist / ".staging"
-
-    @property
-    def record(self) -> Path:
-        return self.build_dir / "build.json"
+    def __post_init__(self) -> None:
+        b = self.build_dir
+        named = {
+            "notebook": b / "notebook" / "hw3.ipynb",
+            "run_root": b / "run",
+            "theory_out": b / "theory",
+            "theory_src": self.project_root / "theory",
+            "report_pdf": b / "report" / "report.pdf",
+            "dist": b / "dist",
+            "staging": b / "dist" / ".staging",
+            "record": b / "build.json",
+        }
+        for name, path in named.items():
+            object.__setattr__(self, name, path)  # frozen: set once, here
 
 
 def build_paths(project_root: str | Path | None = None, build_dir: str | Path | None = None) -> BuildPaths:
     """The project root (default: this repository, wherever the config is) and ``<root>/build``."""
-    root = Path(project_root) if project_root is not None else REPO_ROOT
+    root = Path(project_root) if project_root is not None else ROOT
     return BuildPaths(
         project_root=root, build_dir=Path(build_dir) if build_dir is not None else root / "build"
     )
@@ -318,7 +304,7 @@ def _execute(b: _Build) -> None:
 
 def _theory(b: _Build) -> None:
     with b.run("theory") as note:
-        # reused while what the checks read is unchanged (hw3build.theory.theory_inputs_key)
+        # reused while what the checks read is unchanged (hw3build.report.theory.theory_inputs_key)
         key = theory_inputs_key()
         key_file = b.paths.theory_out / THEORY_KEY_NAME
         if not b.force and key_file.is_file() and key_file.read_text(encoding="utf-8").strip() == key:
@@ -350,12 +336,14 @@ def _report(b: _Build) -> None:
     with b.run("report"):
         b.pdf = Path(
             b.stages.report(
-                Path(b.execution.executed_path),
-                b.metrics,
-                b.paths.theory_src,
-                b.paths.theory_out,
-                b.config,
-                b.record,  # only what the inputs determine: no clock time, no durations
+                ReportInputs(
+                    Path(b.execution.executed_path),
+                    b.metrics,
+                    b.paths.theory_src,
+                    b.paths.theory_out,
+                    b.config,
+                    b.record,  # only what the inputs determine: no clock time, no durations
+                ),
                 b.paths.report_pdf,
             )
         )
@@ -534,11 +522,11 @@ def _size(size: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3build.build", description="Build the submission zip.")
+    parser = argparse.ArgumentParser(prog="python -m hw3build build", description="Build the submission zip.")
     parser.add_argument(
         "--config", default="submission.toml", help="the submission config (default: %(default)s)"
     )
-    parser.add_argument("--profile", choices=("quick", "full"), help="override the config's profile")
+    parser.add_argument("--profile", choices=PROFILES, help="override the config's profile")
     parser.add_argument("--force", action="store_true", help="re-run the notebook even when cached")
     parser.add_argument("--data-dir", help="offline folder with wiki.{train,valid,test}.tokens")
     parser.add_argument("--build-dir", help="where to build (default: build/ in the repository)")
@@ -593,7 +581,3 @@ def timeouts_from(cell: int | None, training: int | None, theory: int | None) ->
         training=training,
         theory=defaults.theory if theory is None else theory,
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,13 +19,15 @@ from hw3.loss_check import without_dropout
 from hw3.train import autocast_dtype, build_model, make_optimizer, make_scheduler, resolve_device, train
 from torch import nn
 
+from hw3build.errors import BuildError
+
 CHECK_VOCABULARY = 28_782  # WikiText-2's: the decoder the run will train
 # The loss of one batch on the device against the CPU's in fp32, relative: fp32 on another device
 # differs by the order of summation; bf16 autocast rounds every product to 8 significant bits.
 RELATIVE_TOLERANCE = {"fp32": 1e-4, "bf16 autocast": 1e-2}
 
 
-class DeviceCheckFailed(RuntimeError):
+class DeviceCheckFailed(BuildError, RuntimeError):
     """The chosen device cannot train this model correctly; the message names it and the fix."""
 
 

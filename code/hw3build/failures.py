@@ -5,7 +5,7 @@ non-empty code cell has an execution count, no cell has ``metadata.papermill.exc
 
 A cell that raised has an error output. A cell that ran past its timeout or whose kernel died has none of
 its own: papermill marks it "completed" and gives up, so the first cell *without* a count is the next
-one, which never ran. The build's papermill engine (:mod:`hw3build.engine`) therefore adds an error output
+one, which never ran. The build's papermill engine (:mod:`hw3build.notebook.engine`) therefore adds an error output
 named :data:`STOPPED_ERRORS` to the cell that was running, and :func:`find_failure` names that cell.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 
 import nbformat
 
-PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
+from hw3build.notebook.schema import PAPERMILL_ERROR_TAG, cell_tags
+
 # The error names the engine gives a cell it had to stop (nbclient's exception classes).
 TIMEOUT_ERROR = "CellTimeoutError"
 DEAD_KERNEL_ERROR = "DeadKernelError"
@@ -33,15 +34,11 @@ class Failure:
     reason: str
 
 
-def tags(cell: Any) -> list[str]:
-    return cell.get("metadata", {}).get("tags", [])
-
-
 def heading_of(nb: nbformat.NotebookNode, index: int) -> str:
     """The task a cell belongs to: the nearest preceding 'Task ...' heading, plus the nearest sub-heading."""
     nearest = task = None
     for cell in reversed(nb.cells[:index]):
-        if cell.cell_type != "markdown" or PAPERMILL_ERROR_TAG in tags(cell):
+        if cell.cell_type != "markdown" or PAPERMILL_ERROR_TAG in cell_tags(cell):
             continue
         for line in reversed(cell.source.splitlines()):
             if line.startswith("#"):
@@ -77,7 +74,7 @@ def find_failure(nb: nbformat.NotebookNode) -> Failure | None:
     last_started: int | None = None
     found: tuple[int, str] | None = None
     for index, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or PAPERMILL_ERROR_TAG in tags(cell):
+        if cell.cell_type != "code" or PAPERMILL_ERROR_TAG in cell_tags(cell):
             continue
         error = _error_of(cell)
         papermill_meta = cell.get("metadata", {}).get("papermill", {})

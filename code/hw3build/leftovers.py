@@ -3,7 +3,7 @@
 Every write in the build goes to a temporary name and is renamed into place, so a ``kill -9`` leaves
 old files whole and new ones unfinished under temporary names: these patterns. The next build removes
 them holding the build lock, so none of them can belong to a live build. (``build/run`` has its own
-rules, :func:`hw3build.runs.recover`: a finished run there is recovered, not removed.)
+rules, :func:`hw3build.notebook.runs.recover`: a finished run there is recovered, not removed.)
 """
 
 from __future__ import annotations

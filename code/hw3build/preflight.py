@@ -6,7 +6,7 @@
   (``hw3build.device_check``): a broken device is named with the fix before training;
 - the students' own Task 5 answer (``answers/task5.md``), if any, renders with the run's numbers;
 - every character of the students' names and e-mails has a glyph in one of the report's fonts
-  (``hw3build.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
+  (``hw3build.report.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
   hole in it.
 
 The data is checked at the start of the execute stage (its files are hashed for the cache key), also
@@ -18,10 +18,12 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from hw3build.assignment import QUESTIONS
-from hw3build.config import SubmissionConfig
+from hw3tools.repo import TEMPLATES_DIR
+
 from hw3build.device_check import DeviceCheckFailed, check_device
-from hw3build.latex import (
+from hw3build.errors import BuildError
+from hw3build.notebook.prose import AnswerError, check_own_answer
+from hw3build.report.latex import (
     APT_INSTALL,
     FALLBACK_FONT_NAME,
     MAIN_FONT_FILE,
@@ -31,12 +33,13 @@ from hw3build.latex import (
     check_tex_tools,
     plan_glyphs,
 )
-from hw3build.prose import AnswerError, check_own_answer
+from hw3build.submission.assignment import QUESTIONS
+from hw3build.submission.config import SubmissionConfig
 
-REPORT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "report"
+REPORT_TEMPLATES = TEMPLATES_DIR / "report"
 
 
-class PreflightError(RuntimeError):
+class PreflightError(BuildError, RuntimeError):
     """Something the build will need is missing; the message says what and how to fix it."""
 
 

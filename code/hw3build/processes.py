@@ -16,8 +16,10 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from hw3build.errors import BuildError
 
-class ToolTimeout(RuntimeError):
+
+class ToolTimeout(BuildError, RuntimeError):
     """The tool ran past its time limit and was stopped with everything it started."""
 
     def __init__(self, what: str, timeout_s: float, output: str) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 
 from hw3.download import sha256_file
 from hw3.files import write_json_atomic
+from hw3tools.repo import git_state
 
-from hw3build.config import SubmissionConfig
-from hw3build.latex import REQUIRED_TOOLS
+from hw3build.report.latex import REQUIRED_TOOLS
+from hw3build.submission.config import SubmissionConfig
 
 RECORD_SCHEMA = 1
 PYTHON_PACKAGES = (
@@ -56,23 +57,6 @@ def tool_version(tool: str) -> str | None:
         return None
     lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
     return lines[0] if lines else None
-
-
-def git_state(repo_dir: str | Path) -> dict[str, Any]:
-    """The commit and whether the working tree had uncommitted changes (None outside a git checkout)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=30, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 def data_record(metrics: Mapping[str, Any] | None, data_dir: Path | None) -> dict[str, Any]:

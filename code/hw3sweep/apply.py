@@ -18,7 +18,7 @@ from typing import Any
 import tomlkit
 from hw3.files import write_atomic
 from hw3.hparams import HParams, profile_defaults
-from hw3.studies import trial_hparams
+from hw3tools.studies import trial_hparams
 from optuna.trial import FrozenTrial
 
 from hw3sweep.budgets import LENGTH_FIELDS

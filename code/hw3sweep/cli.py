@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hw3.cli import parse_override
 from hw3.download import DataError, wikitext2_dir
-from hw3.studies import JOURNAL_SUFFIX, SWEEPS_DIR, StudyError, check_study_name, is_url, study_location
+from hw3tools.studies import JOURNAL_SUFFIX, SWEEPS_DIR, StudyError, check_study_name, is_url, study_location
+from hw3tools.train import parse_override
 
 from hw3sweep.budgets import BUDGETS, get_budget
 from hw3sweep.report import fmt
@@ -251,7 +251,7 @@ def resolve_study(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def report(args: argparse.Namespace) -> int:
-    from hw3.studies import open_storage
+    from hw3tools.studies import open_storage
 
     from hw3sweep.report import write_report
 
@@ -269,7 +269,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def apply(args: argparse.Namespace) -> int:
-    from hw3.studies import open_storage
+    from hw3tools.studies import open_storage
 
     from hw3sweep.apply import apply_trial
     from hw3sweep.report import chosen_trial

@@ -26,7 +26,7 @@ import optuna
 from hw3.files import write_atomic
 from hw3.hparams import HParams, profile_defaults
 from hw3.metrics import perplexity
-from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR, trial_hparams
+from hw3tools.studies import HPARAMS_ATTR, SWEEPS_DIR, trial_hparams
 from optuna.trial import FrozenTrial, TrialState
 
 from hw3sweep.apply import NOT_APPLIED, applied_settings, toml_lines
@@ -179,7 +179,7 @@ def test_result(study: optuna.Study, trial: FrozenTrial, data_folder: Path | Non
         )
         if evaluate and data_folder is None:
             why = "no data folder"
-        return (f"not evaluated ({why}); `python -m hw3.train --from-study {study.study_name} "
+        return (f"not evaluated ({why}); `python -m hw3tools.train --from-study {study.study_name} "
                 f"--trial {trial.number}` retrains it and reports it")  # fmt: skip
     loss = evaluate_test(trial, weights, data_folder)
     entry = {"trial": trial.number, "test_loss": loss, "test_ppl": perplexity(loss),
@@ -289,7 +289,7 @@ def write_report(
                   + (f"; the same configuration: trial(s) {', '.join(map(str, same))}" if same else "") + ").",
                   f"Settings: {differences(chosen)}.", "",
                   f"**Test perplexity**: {test_result(study, chosen, data_folder, evaluate_test)}.", "",
-                  f"Re-run it exactly: `python -m hw3.train --from-study {study.study_name} --trial {chosen.number}`.", "",
+                  f"Re-run it exactly: `python -m hw3tools.train --from-study {study.study_name} --trial {chosen.number}`.", "",
                   "Its `[hparams]` lines for `submission.toml` (`invoke sweep --apply` writes them, keeping the comments):",
                   "", "```toml", *(toml_lines(settings) or ["# none: the full profile's defaults are this configuration"]),
                   "```", ""]  # fmt: skip

@@ -38,11 +38,6 @@ _INT_FIELDS = frozenset(f.name for f in dataclasses.fields(HParams) if f.type in
 Pick = Callable[[str, BaseDistribution], Any]
 
 
-def searched_fields() -> tuple[str, ...]:
-    """The fields a study searches: every field of the box."""
-    return tuple(hw3.hparams.BOX)
-
-
 def _walk(pick: Pick, *, search: bool, fixed: Mapping[str, Any]) -> dict[str, Any]:
     """Walk the box in dependency order; ``pick(name, distribution)`` chooses each value.
 

@@ -1,6 +1,6 @@
 """A study's storage for workers: Optuna's heartbeat on both backends, and a lock for the budget.
 
-Where a study lives is :mod:`hw3.studies` (one home). Here the workers' view of it:
+Where a study lives is :mod:`hw3tools.studies` (one home). Here the workers' view of it:
 
 - **Heartbeat.** Each running trial records a heartbeat every ``interval`` seconds; a trial whose
   heartbeat is older than ``grace`` seconds belonged to a dead worker (SIGKILL, a lost machine) and
@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-from hw3.studies import StudyError, is_url
+from hw3tools.studies import StudyError, is_url
 from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat  # the interface fail_stale_trials reads
@@ -119,7 +119,7 @@ def budget_lock(location: str, study: str) -> Iterator[None]:
     """Hold the study's budget lock: a file lock beside a journal, or a PostgreSQL session-level
     advisory lock (released by the server if the worker dies)."""
     if not is_url(location):
-        from hw3build.locks import exclusive_lock
+        from hw3tools.locks import exclusive_lock
 
         with exclusive_lock(Path(f"{location}.budget-lock"), timeout=600, purpose="study budget"):
             yield

@@ -10,14 +10,16 @@ A trial trains with the functions the notebook uses (``hw3.data.load_splits``,
 records its complete hyper-parameters, the per-epoch history, the device, precision, threads,
 torch version, git commit, data fingerprint and worker. The test split is never evaluated here.
 
-The ask-and-tell loop (rather than ``study.optimize``) keeps the count exact: counting the trials
-and asking for the next one happen under the study's budget lock. A trial interrupted in this
-process (Ctrl-C, SIGTERM) ends FAIL and is enqueued again once, as a dead worker's trial is.
+Each trial runs through ``Study.optimize(n_trials=1)``: Optuna asks for it, keeps its heartbeat and
+tells its end. The count stays exact: counting the trials and asking for the next one happen under
+the study's budget lock, which the objective releases as its first step. A trial interrupted in
+this process (Ctrl-C, SIGTERM) ends FAIL and is enqueued again once, as a dead worker's trial is.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -26,7 +28,7 @@ import signal
 import socket
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,9 @@ from hw3.files import write_atomic
 from hw3.hparams import FIXED, HParams
 from hw3.metrics import perplexity
 from hw3.recipe import TrainingDiverged
-from hw3.studies import HPARAMS_ATTR, SWEEPS_DIR
 from hw3.train import build_model, fit, resolve_device, resolved_run, set_seed
-from optuna.storages._heartbeat import get_heartbeat_thread
+from hw3tools.repo import git_state
+from hw3tools.studies import HPARAMS_ATTR, SWEEPS_DIR
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hw3sweep.budgets import get_budget
@@ -84,10 +86,8 @@ def worker_seed(seed: int, index: int) -> int:
 
 
 def git_commit() -> dict[str, Any]:
-    """The commit of the code a trial ran (hw3build.record.git_state)."""
-    from hw3build.record import git_state
-
-    return git_state(Path(__file__).resolve().parents[2])
+    """The commit of the code a trial ran."""
+    return git_state()
 
 
 class Trainer:
@@ -155,55 +155,56 @@ def count(trials: list[FrozenTrial], states: tuple[TrialState, ...]) -> int:
     return sum(t.state in states for t in trials)
 
 
-def next_trial(study: optuna.Study, location: str, target: int) -> Trial | None | bool:
-    """Under the budget lock: a trial to run (a waiting one first), None to wait (the remaining
-    slots are running elsewhere), or False when the study has ``target`` finished trials."""
-    with budget_lock(location, study.study_name):
-        trials = study.get_trials(deepcopy=False)
-        done = count(trials, FINISHED)
-        if done >= target:
-            return False
-        waiting = count(trials, (TrialState.WAITING,))
-        if waiting or done + count(trials, (TrialState.RUNNING,)) < target:
-            trial = study.ask()
-            # a first heartbeat at once: a worker killed before its heartbeat thread starts
-            # still leaves a trial that the others can see go stale
-            study._storage.record_heartbeat(trial._trial_id)
-            return trial
-        return None
+def has_slot(study: optuna.Study, target: int) -> bool | None:
+    """Whether a trial may start now: True (a waiting one, or fewer than ``target`` finished and
+    running), None to wait (the remaining slots are running elsewhere), False when the study has
+    ``target`` finished trials. Asked under the budget lock, which the trial releases once asked."""
+    trials = study.get_trials(deepcopy=False)
+    done = count(trials, FINISHED)
+    if done >= target:
+        return False
+    waiting = count(trials, (TrialState.WAITING,))
+    if waiting or done + count(trials, (TrialState.RUNNING,)) < target:
+        return True
+    return None
 
 
-def run_one(study: optuna.Study, trial: Trial, trainer: Trainer, args: argparse.Namespace) -> None:
-    """Run ``trial`` under Optuna's heartbeat thread and tell its end: COMPLETE with the best
-    validation perplexity, PRUNED, or FAIL (an error; an interruption, enqueued again once)."""
+def run_one(
+    study: optuna.Study, trainer: Trainer, args: argparse.Namespace, asked: Callable[[], None] = lambda: None
+) -> None:
+    """Run one trial through ``Study.optimize`` (which asks for it, keeps its heartbeat and tells its
+    end): COMPLETE with the best validation perplexity, PRUNED, or FAIL (an error; an interruption,
+    enqueued again once). ``asked`` is called once the trial exists (it releases the budget lock)."""
     budget = get_budget(args.budget)
     fixed = json.loads(args.fixed)
-    value: float | None = None
-    with get_heartbeat_thread(trial._trial_id, study._storage):  # Optuna's own heartbeat thread
+    numbers: list[int] = []
+
+    def objective(trial: Trial) -> float:
+        numbers.append(trial.number)
+        asked()
+        hp = suggest_hparams(trial, budget.base(fixed), fixed)
+        trial.set_user_attr(HPARAMS_ATTR, hp.to_dict())
+        trial.set_user_attr("profile", budget.profile)
+        trial.set_user_attr("budget", budget.name)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        print(f"== trial {trial.number}: {trial.params}", flush=True)
         try:
-            hp = suggest_hparams(trial, budget.base(fixed), fixed)
-            trial.set_user_attr(HPARAMS_ATTR, hp.to_dict())
-            trial.set_user_attr("profile", budget.profile)
-            trial.set_user_attr("budget", budget.name)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            print(f"== trial {trial.number}: {trial.params}", flush=True)
             value = trainer.run(trial, hp, study.study_name)
-        except optuna.TrialPruned as exc:
-            print(f"== trial {trial.number} pruned: {exc}", flush=True)
         except KeyboardInterrupt:
             print(f"== trial {trial.number} interrupted: FAIL, enqueued again", flush=True)
             trial.set_user_attr("interrupted", True)
-            study.tell(trial, state=TrialState.FAIL)
-            retry_callback()(study, study.get_trials(deepcopy=False)[trial.number])
             raise
-        except Exception:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-    if value is None:
-        study.tell(trial, state=TrialState.PRUNED)
-        return
-    study.tell(trial, value)
-    print(f"== trial {trial.number}: validation perplexity {value:.2f}", flush=True)
+        if value is None:
+            raise optuna.TrialPruned()
+        print(f"== trial {trial.number}: validation perplexity {value:.2f}", flush=True)
+        return value
+
+    try:
+        study.optimize(objective, n_trials=1, catch=())
+    except KeyboardInterrupt:
+        if numbers:  # optimize told FAIL; a dead worker's trial would be retried: so is this one
+            retry_callback()(study, study.get_trials(deepcopy=False)[numbers[0]])
+        raise
 
 
 def work(args: argparse.Namespace) -> int:
@@ -215,17 +216,19 @@ def work(args: argparse.Namespace) -> int:
     trainer = Trainer(Path(args.corpus), args.device, args.threads)
     deadline = time.time() + args.timeout if args.timeout else math.inf
     while True:
-        fail_stale_trials(study)
         if time.time() >= deadline:
             print("== timeout: no new trial", flush=True)
             return 0
-        trial = next_trial(study, args.storage, args.trials)
-        if trial is False:
-            return 0
-        if trial is None:
-            time.sleep(POLL_S)
-            continue
-        run_one(study, trial, trainer, args)
+        with contextlib.ExitStack() as budget:
+            budget.enter_context(budget_lock(args.storage, study.study_name))
+            fail_stale_trials(study)  # a dead worker's trial frees its slot (and is enqueued again)
+            slot = has_slot(study, args.trials)
+            if slot is False:
+                return 0
+            if slot:
+                run_one(study, trainer, args, asked=budget.close)
+                continue
+        time.sleep(POLL_S)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,11 +255,6 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # the heartbeat is Optuna's, driven by this loop rather than Study.optimize: on purpose
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings(
-        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
-    )
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops like Ctrl-C
     try:
         return work(args)

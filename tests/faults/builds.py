@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hw3build.locks import build_lock
+from hw3tools.locks import build_lock
 
 REPO = Path(__file__).resolve().parents[2]
 # A training run of seconds: the suite tests the build around it, not the model.
@@ -36,7 +36,7 @@ def write_config(folder: Path, names: tuple[str, str] = ("Dana Levi", "Noam Cohe
 
 @dataclass
 class Project:
-    """A config and a build folder outside the repository, built by ``python -m hw3build.build``."""
+    """A config and a build folder outside the repository, built by ``python -m hw3build build``."""
 
     config: Path
     build_dir: Path
@@ -60,7 +60,7 @@ class Project:
 
     def command(self, *extra: str) -> list[str]:
         return [
-            sys.executable, "-m", "hw3build.build", "--config", str(self.config), "--build-dir",
+            sys.executable, "-m", "hw3build", "build", "--config", str(self.config), "--build-dir",
             str(self.build_dir), "--data-dir", str(self.data_dir), "--lock-timeout", "0", *extra,
         ]  # fmt: skip
 

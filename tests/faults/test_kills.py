@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from builds import Project, assert_nothing_left_behind, kill, processes_in
-from hw3build.validate import validate_zip
+from hw3build.submission.validate import validate_zip
 
 
 def run_keys(project: Project) -> list[str]:
@@ -92,7 +92,7 @@ def test_killed_while_the_theory_checks_run(project: Project) -> None:
     (project.build_dir / "theory" / ".inputs-sha256").write_text("stale\n")  # as after editing hw3
 
     def checks_running() -> bool:
-        return any("hw3build.theory" in _cmdline(pid) for pid in _pids())
+        return any("hw3build.report.theory" in _cmdline(pid) for pid in _pids())
 
     output = killed_then_rebuilt(project, None, wait_for=checks_running)
     assert "hw3 sources unchanged" not in output  # the checks ran again, to the end

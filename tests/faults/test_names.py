@@ -18,10 +18,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from hw3build.config import parse_config
+from hw3build.notebook.render import render_notebook
 from hw3build.preflight import check_name_glyphs
-from hw3build.render import render_notebook
-from hw3build.report import build_report
+from hw3build.report.inputs import ReportInputs
+from hw3build.report.report import build_report
+from hw3build.submission.config import parse_config
 from nbformat.v4 import new_code_cell, new_output
 from scenarios import ROWS
 
@@ -154,7 +155,8 @@ def report_for(names: tuple[str, str], folder: Path) -> Path:
     run.mkdir()
     nbformat.write(notebook, run / "executed.ipynb")
     theory, checks = _stub_theory(folder)
-    return build_report(run / "executed.ipynb", _metrics(), theory, checks, config, {}, folder / "report.pdf")
+    inputs = ReportInputs(run / "executed.ipynb", _metrics(), theory, checks, config, {})
+    return build_report(inputs, folder / "report.pdf")
 
 
 @pytest.mark.tex

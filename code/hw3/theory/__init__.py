@@ -3,8 +3,8 @@
 Each module defines, once, the formulas its answer states (``q1.sa_multiplications``,
 ``q2.variance_step``, ``q3.bptt_grad_W`` ...) and the checks that compare them with an independent
 computation (an operation counter, a simulation, autograd). A check returns a :class:`Check`: its
-largest error against its tolerance. Nothing here writes files or TeX: ``hw3build.theory`` turns the
-checks into the answers' tables and figure.
+largest error against its tolerance. Nothing here writes files or TeX: ``hw3build.report.theory``
+turns the checks into the answers' tables and figure.
 """
 
 from __future__ import annotations

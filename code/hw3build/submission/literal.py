@@ -1,0 +1,75 @@
+"""Text a student typed (names, e-mails), printed literally and in its reading order in every document.
+
+Two things make typed text print as something else:
+  - characters with a meaning in the markup: Markdown (``* _ [ ] # | $ \\ < &`` ...) in the notebook, and
+    LaTeX in the report (escaped by ``hw3build.report.latex.escape_latex``, which uses :func:`directional`);
+  - right-to-left scripts. XeTeX shapes each Hebrew or Arabic word right to left but lays the words out
+    left to right, so "יוסי כהן" would read "כהן יוסי" on the page. Runs of right-to-left text are
+    therefore marked: ``\\RL{...}`` in LaTeX (TeX--XeT's ``\\beginR``/``\\endR``, defined in the report's
+    preamble) and ``<span dir="rtl">`` in Markdown, which pandoc turns into the same ``\\RL{...}`` and
+    Jupyter shows as written.
+
+The documents are left to right, so only the right-to-left runs are marked, as the Unicode bidirectional
+algorithm resolves them in a left-to-right paragraph: neutral characters (spaces, punctuation) between two
+right-to-left characters join their run, other neutrals and digits stay left to right (a number inside
+a run would otherwise print reversed). (python-bidi reorders text for display; here only the run
+boundaries are wanted, so this is written out.)
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+LTR, RTL = "ltr", "rtl"
+_STRONG = {"L": LTR, "EN": LTR, "AN": LTR, "R": RTL, "AL": RTL}
+# Any ASCII punctuation may be backslash-escaped in Markdown (CommonMark, pandoc); escaping all of it
+# makes every character print as typed, whatever the flavour does with it.
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _strong(char: str) -> str | None:
+    return _STRONG.get(unicodedata.bidirectional(char))
+
+
+def has_rtl(text: str) -> bool:
+    return any(_strong(char) == RTL for char in text)
+
+
+def direction_runs(text: str) -> list[tuple[str, str]]:
+    """The runs ``(direction, segment)`` of ``text`` in a left-to-right paragraph, in logical order."""
+    strong = [_strong(char) for char in text]
+    resolved: list[str] = []
+    for index, direction in enumerate(strong):
+        if direction is None:
+            before = next((d for d in reversed(strong[:index]) if d is not None), LTR)
+            after = next((d for d in strong[index + 1 :] if d is not None), LTR)
+            direction = RTL if before == after == RTL else LTR
+        resolved.append(direction)
+    runs: list[tuple[str, str]] = []
+    for char, direction in zip(text, resolved, strict=True):
+        if runs and runs[-1][0] == direction:
+            runs[-1] = (direction, runs[-1][1] + char)
+        else:
+            runs.append((direction, char))
+    return runs
+
+
+def directional(text: str, escape: Callable[[str], str], rtl: Callable[[str], str]) -> str:
+    """``text`` escaped with ``escape``, each right-to-left run wrapped with ``rtl`` (text without one is
+    only escaped)."""
+    if not has_rtl(text):
+        return escape(text)
+    return "".join(
+        rtl(escape(segment)) if d == RTL else escape(segment) for d, segment in direction_runs(text)
+    )
+
+
+def markdown_literal(value: object) -> str:
+    """``value`` as Markdown that shows exactly these characters, in their reading order."""
+    return directional(
+        str(value),
+        escape=lambda text: _MARKDOWN_SPECIAL.sub(r"\\\1", text),
+        rtl=lambda text: f'<span dir="rtl">{text}</span>',
+    )
