@@ -1,8 +1,6 @@
 """Task 4's results: the per-epoch table and the figure of loss and perplexity, the test result
 marked."""
 
-import math
-
 import matplotlib.pyplot as plt
 
 from hw3.files import write_atomic
@@ -46,7 +44,7 @@ def plot_history(history, test_loss=None, best_epoch=None, path=None, dpi=150):
         fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=FIGURE_SIZE, dpi=dpi)
         for ax, transform, name in (
             (ax_loss, lambda x: x, "loss"),
-            (ax_ppl, math.exp, "perplexity"),
+            (ax_ppl, perplexity, "perplexity"),
         ):
             ax.plot(epochs, [transform(x) for x in train_loss], "o-", label=f"train {name}")
             ax.plot(epochs, [transform(x) for x in val_loss], "s-", label=f"validation {name}")
