@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 
 import nbformat
@@ -53,14 +54,44 @@ def zip_of(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
 
 
 def bomb_member(name: str, size: int) -> bytes:
-    """A zip whose ``name`` inflates to ``size`` zero bytes (about 1,000 times smaller compressed)."""
-    buffer = io.BytesIO()
+    """A zip whose one member ``name`` inflates to ``size`` zero bytes (a multiple of 1 MiB; at most 4 GiB),
+    about 1,000 times smaller: the same fully flushed deflate block repeated, written without inflating."""
     chunk = bytes(1 << 20)
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open(name, "w", force_zip64=True) as stream:
-            for _ in range(size // len(chunk)):
-                stream.write(chunk)
-    return buffer.getvalue()
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+    assert compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH) == block  # history-free
+    stream = block * (size >> 20) + compressor.flush()
+    crc = 0
+    for _ in range(size >> 20):
+        crc = zlib.crc32(chunk, crc)
+    encoded = name.encode()
+    local = struct.pack(
+        "<4s5H3I2H", b"PK\x03\x04", 20, 0, 8, 0, 0x21, crc, len(stream), size, len(encoded), 0
+    )
+    central = struct.pack(
+        "<4s6H3I5H2I",
+        b"PK\x01\x02",
+        20,
+        20,
+        0,
+        8,
+        0,
+        0x21,
+        crc,
+        len(stream),
+        size,
+        len(encoded),
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
+    body = local + encoded + stream
+    directory = central + encoded
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), len(body), 0)
+    return body + directory + end
 
 
 def edited(nb: nbformat.NotebookNode, change: Callable[[nbformat.NotebookNode], None]) -> bytes:
