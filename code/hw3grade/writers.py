@@ -25,6 +25,7 @@ def csv_columns() -> list[str]:
         *FACT_COLUMNS,
         *(f"page {k}" for k in ANSWER_KEYS),
         "flags",
+        "rerun",
     ]
 
 
@@ -43,6 +44,8 @@ def csv_row(row: dict[str, Any]) -> dict[str, Any]:
     for key in ANSWER_KEYS:
         values[f"page {key}"] = facts.get("answer_pages", {}).get(key, "")
     values["flags"] = "; ".join(row.get("flags", []))
+    rerun = row.get("rerun")
+    values["rerun"] = f"{rerun['status']}: {rerun['detail']}" if rerun else ""
     return {key: _inert(value) for key, value in values.items()}
 
 
