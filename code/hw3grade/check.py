@@ -24,12 +24,20 @@ from hw3build.bounded import (
 from hw3build.validate import FAIL, OK, WARN, ValidationReport, _check_ids, check_files, validate_zip
 
 from hw3grade.discover import Submission, read_file, upload_name
-from hw3grade.evidence import write_evidence
+from hw3grade.evidence import environment, write_evidence
 from hw3grade.facts import Facts, gather
 from hw3grade.rules import Cell, empty_cells, fill_from_report, worst
 
 NOTEBOOK_NAME = re.compile(rf"^{SUBMISSION_PREFIX}_(\d{{9}})_(\d{{9}})\.ipynb$")
 ANY_SUBMISSION_NAME = re.compile(rf"{SUBMISSION_PREFIX}_(\d{{9}})_(\d{{9}})\.(?:zip|ipynb|pdf)$")
+
+
+def warm_up() -> None:
+    """Import and compile, once in the parent, what every check needs, so that each forked process starts
+    with it instead of paying for it again."""
+    import pypdf  # noqa: F401 - hw3build.bounded imports it lazily
+
+    environment().get_template("notebook.html.j2")
 
 
 def check_submission(

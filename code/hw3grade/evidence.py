@@ -5,6 +5,7 @@ PNG/JPEG images only (no HTML, SVG or JavaScript output of theirs runs in the gr
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "grade"
 _SAFE_IMAGES = ("image/png", "image/jpeg")
 
 
+@functools.cache
 def environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),

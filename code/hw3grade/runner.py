@@ -19,7 +19,7 @@ from hw3build.bounded import DEFAULT_LIMITS, Limits
 from hw3build.validate import FAIL
 from tqdm import tqdm
 
-from hw3grade.check import check_submission
+from hw3grade.check import check_submission, warm_up
 from hw3grade.discover import Submission
 from hw3grade.rules import empty_cells, worst
 
@@ -53,6 +53,7 @@ def run_all(
 ) -> list[dict[str, Any]]:
     """A row per submission, in the order given, whatever happens to the processes."""
     jobs = max(1, jobs or default_jobs())
+    warm_up()
     rows: dict[int, dict[str, Any]] = {}
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     pending = list(enumerate(submissions))[::-1]
