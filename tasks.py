@@ -80,12 +80,12 @@ def validate(c: Context, zip: str | None = None, strict: bool = False) -> None: 
     help={
         "source": "the Moodle archive (zip), a folder of group folders, or one upload",
         "out": "output folder (default: build/grade)",
-        "jobs": "submissions checked at once (default: the cores)",
+        "jobs": "submissions checked at once (default 0: the cores)",
         "rerun": "re-execute each notebook with papermill and compare its test perplexity (a GPU machine)",
     }
 )
 def grade(
-    c: Context, source: str, out: str = str(BUILD_DIR / "grade"), jobs: int | None = None, rerun: bool = False
+    c: Context, source: str, out: str = str(BUILD_DIR / "grade"), jobs: int = 0, rerun: bool = False
 ) -> None:
     """Check every submission of a Moodle download into one page: build/grade/index.html, grades.csv, JSON."""
     from hw3grade.cli import main

@@ -57,7 +57,9 @@ def grade(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw3grade", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hw3grade", description="Check every submission of a Moodle download into one page."
+    )
     parser.add_argument(
         "sources", nargs="+", help="the Moodle archive (zip), a folder of group folders, or files"
     )

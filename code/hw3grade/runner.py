@@ -24,6 +24,9 @@ from hw3grade.discover import Submission
 from hw3grade.rules import empty_cells, worst
 
 GiB = 1 << 30
+# tqdm's monitor thread would be alive in the parent at every fork; a child forked while it holds a lock
+# could block on that lock. The bar updates from the main loop anyway.
+tqdm.monitor_interval = 0
 
 
 @dataclass(frozen=True)
