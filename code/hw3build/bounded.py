@@ -8,6 +8,7 @@ limits and why they are what they are: docs/grading.md.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 import zipfile
@@ -29,27 +30,21 @@ _CHUNK = 1 << 16
 
 @dataclass(frozen=True)
 class Limits:
-    """How much of a submission is read; a submission beyond one of them is refused with its name."""
+    """How much of a submission is read; a submission beyond one of them is refused with its name. Zips are
+    opened two deep at most: a course's archive holding a student's zip (hw3grade reports a third level
+    and never opens it)."""
 
     max_members: int = 200  # entries in one zip (a Moodle archive holds many zips: see for_archive)
     max_member_bytes: int = 256 * MiB  # one member, uncompressed
     max_total_bytes: int = 512 * MiB  # all the members read from one zip, uncompressed
-    max_depth: int = 2  # zips inside zips: the Moodle archive (1) holding a student's zip (2)
     max_pdf_pages: int = 300
     pdf_seconds: float = 60.0  # extracting a PDF's text
     max_notebook_bytes: int = 128 * MiB
 
     def for_archive(self) -> Limits:
         """The limits for a course's whole download: many members, one submission's size each."""
-        return Limits(
-            max_members=100_000,
-            max_member_bytes=self.max_member_bytes,
-            max_total_bytes=1 << 62,  # members are read one submission at a time, each under its own limits
-            max_depth=self.max_depth,
-            max_pdf_pages=self.max_pdf_pages,
-            pdf_seconds=self.pdf_seconds,
-            max_notebook_bytes=self.max_notebook_bytes,
-        )
+        # members are read one submission at a time, each under the other limits
+        return dataclasses.replace(self, max_members=100_000, max_total_bytes=1 << 62)
 
 
 DEFAULT_LIMITS = Limits()
