@@ -92,6 +92,7 @@ def test_the_grader_facts_of_a_valid_submission(corpus: Corpus, graded) -> None:
     assert facts["pdf_pages"] == 9
     assert facts["answer_pages"] == {"Q2": 3, "T1": 5, "T2": 6, "T3": 7, "T4": 8, "T5": 9}
     assert facts["run_seconds"] == 2100.5
+    assert facts["answer_cells"] == {"T1": 2, "T2": 4, "T3": 6, "T4": 8, "T5": 12}
 
 
 def test_a_hebrew_group_keeps_its_name(corpus: Corpus, graded) -> None:

@@ -57,7 +57,7 @@ def gather(nb: nbformat.NotebookNode | None, pages: list[str] | None, profile: s
     if nb is not None:
         facts.students = students_from_notebook(nb)
         sections = task_sections(nb)
-        facts.answer_cells = {key: cells[0] for key, cells in sections.items() if cells}
+        facts.answer_cells = task_headings(nb)
         task3 = "\n".join(output_text(nb.cells[i]) for i in sections.get("T3", []))
         facts.hparams = hparams_from_text(task3 or notebook_output_text(nb))
         facts.hparams_out_of_range = out_of_range(facts.hparams)
@@ -128,6 +128,17 @@ def task_sections(nb: nbformat.NotebookNode) -> dict[str, list[int]]:
         elif current is not None:
             sections[current].append(index)
     return sections
+
+
+def task_headings(nb: nbformat.NotebookNode) -> dict[str, int]:
+    """The index of the Markdown cell that opens each task (the first that names it in a heading)."""
+    found: dict[str, int] = {}
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for task in TASKS:
+                if task.short not in found and re.search(rf"(?im)^#+.*\b{task.label}\b", cell.source):
+                    found[task.short] = index
+    return found
 
 
 def hparams_from_text(text: str) -> dict[str, Any]:
