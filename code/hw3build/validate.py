@@ -226,7 +226,7 @@ def _check_notebook(
         "cells that print have their outputs saved",
         f"cells {silent} print but have no output" if silent else "no code cell has any output",
     )
-    _check_figures(report, [cell for _, cell in code_cells])
+    _check_figures(report, code_cells)
     papermill, malformed = papermill_metadata(nb)
     report.expect(not malformed, "papermill metadata well-formed", "; ".join(malformed))
     exception = papermill.get("exception")
@@ -279,12 +279,12 @@ def _shows_a_figure(source: str) -> bool:
     return any(FIGURE_CALL.search(name) for name in _top_level_calls(lines))
 
 
-def _check_figures(report: ValidationReport, code_cells: list) -> None:
+def _check_figures(report: ValidationReport, code_cells: list[tuple[int, nbformat.NotebookNode]]) -> None:
     """Cells that draw a figure must keep an image output; a notebook whose figures were stripped (or
     whose outputs were all stripped but the prints') fails."""
     missing = [
         i
-        for i, cell in enumerate(code_cells)
+        for i, cell in code_cells
         if _shows_a_figure(cell.source)
         and not any(
             key.startswith("image/") for output in cell.get("outputs", []) for key in output.get("data", {})
@@ -293,7 +293,7 @@ def _check_figures(report: ValidationReport, code_cells: list) -> None:
     report.expect(
         not missing,
         "figure outputs saved",
-        f"code cells {missing} draw a figure but have no image output (save the notebook with its outputs)",
+        f"cells {missing} draw a figure but have no image output (save the notebook with its outputs)",
     )
 
 
