@@ -19,6 +19,7 @@ from pathlib import Path
 import nbformat
 from hostile import PNG, bomb_member, patch_member, strip_all_but_prints, strip_figures, zip_of
 from hw3build.config import israeli_id_valid
+from hw3build.validate import _prints_at_top_level
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from submission_fixtures import good_pdf_pages, heading_lines, pdf_bytes
 
@@ -227,11 +228,9 @@ def _cell_of(nb: nbformat.NotebookNode, text: str) -> nbformat.NotebookNode:
     return next(c for c in nb.cells if c.cell_type == "code" and text in c.source)
 
 
-def _task3_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+def _first_printing_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return next(
-        c
-        for c in nb.cells
-        if c.cell_type == "code" and "emsize" in "".join(o.get("text", "") for o in c.get("outputs", []))
+        c for c in nb.cells if c.cell_type == "code" and c.get("outputs") and _prints_at_top_level(c.source)
     )
 
 
@@ -286,7 +285,7 @@ def build_corpus(base: nbformat.NotebookNode, folder: Path) -> Corpus:
     b.add(
         "print without output",
         Expected("fail", {"outputs"}),
-        change=lambda nb: setattr(_cell_of(nb, "train_data.shape"), "outputs", []),
+        change=lambda nb: setattr(_first_printing_cell(nb), "outputs", []),
     )
     b.add("figures stripped", Expected("fail", {"figures"}), change=strip_figures)
     b.add("all but prints stripped", Expected("fail", {"figures"}), change=strip_all_but_prints)
@@ -315,7 +314,7 @@ def build_corpus(base: nbformat.NotebookNode, folder: Path) -> Corpus:
         "hparams out of range",
         Expected("fail", {"hparams"}),
         change=lambda nb: edit_outputs(
-            nb, r"(embedding size \(emsize\)\s+)\d+", lambda m: m.group(1) + "512"
+            nb, r"(embedding size \(emsize\)[\s:]+)\d+", lambda m: m.group(1) + "512"
         ),
     )
     b.add(
