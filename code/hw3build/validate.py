@@ -2,9 +2,11 @@
 
 ``python -m hw3build.validate ZIP [--strict]`` (or ``invoke validate``) exits non-zero when a rule fails.
 The rules: the zip and its two members are named after the two IDs; the notebook is valid, every code cell
-ran, in order, without errors, with the outputs its prints produce; the PDF opens, contains every question
-and task heading and shows rendered equations (no raw ``$`` or ``\\frac``). ``--strict`` also refuses the
-assignment's placeholder students and IDs with a wrong check digit (a zip made for upload).
+ran, in order, without errors, with the outputs its prints produce and the figures it draws; the PDF opens,
+contains every question and task heading and shows rendered equations (no raw ``$`` or ``\\frac``).
+``--strict`` also refuses the assignment's placeholder students and IDs with a wrong check digit (a zip
+made for upload). Every file is read within limits (hw3build.bounded, docs/grading.md): a broken or hostile
+zip fails a rule, it never crashes the check.
 """
 
 from __future__ import annotations
