@@ -3,6 +3,7 @@
 # package and its Python dependencies. Safe to run again: it installs only what is missing.
 #   bash setup.sh            # TeX + Python packages
 #   HW3_SKIP_TEX=1 bash setup.sh   # Python packages only
+#   HW3_SKIP_BROWSER=1 bash setup.sh   # without chromium (the grading page's browser test then skips)
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -26,6 +27,15 @@ if [ -z "${HW3_SKIP_TEX:-}" ] && tex_missing; then
   else
     echo "!! no apt-get: install TeX Live with xelatex, latexmk, pandoc, poppler-utils and the DejaVu fonts yourself" >&2
   fi
+fi
+
+# Debian's chromium for the test of the grading page (tests/test_grade_page.py drives it with Playwright;
+# Playwright's own browser download is not needed). Skipped with HW3_SKIP_BROWSER=1.
+if [ -z "${HW3_SKIP_BROWSER:-}" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "== installing chromium (for the grading page's browser test)"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends chromium
 fi
 
 echo "== installing the hw3 package and its Python dependencies"

@@ -89,6 +89,27 @@ def validate(c: Context, zip: str | None = None, strict: bool = False) -> None: 
 
 @task(
     help={
+        "source": "the Moodle archive (zip), a folder of group folders, or one upload",
+        "out": "output folder (default: build/grade)",
+        "jobs": "submissions checked at once (default 0: the cores)",
+        "rerun": "re-execute each notebook with papermill and compare its test perplexity (a GPU machine)",
+    }
+)
+def grade(
+    c: Context, source: str, out: str = str(BUILD_DIR / "grade"), jobs: int = 0, rerun: bool = False
+) -> None:
+    """Check every submission of a Moodle download into one page: build/grade/index.html, grades.csv, JSON."""
+    project()
+    from hw3grade.cli import main
+
+    argv = [source, "--out", out, *(["--jobs", str(jobs)] if jobs else []), *(["--rerun"] if rerun else [])]
+    code = main(argv)
+    if code:
+        raise Exit(code=code)
+
+
+@task(
+    help={
         "fast": "skip the end-to-end, slow and fault-injection tests (-m 'not e2e and not slow')",
         "args": "extra arguments for pytest, e.g. -k config",
     }

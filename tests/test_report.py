@@ -112,9 +112,7 @@ def make_notebook(png: bytes) -> nbformat.NotebookNode:
         new_markdown_cell("## Part 2 - Code Assignments\nThe model maps $ x_t $ to $p(x_{t+1})$."),
         tagged(new_code_cell("lr = 0.005\ndata_dir = None", execution_count=1), "parameters"),
         tagged(
-            new_code_cell(
-                '# Parameters\nlr = 0.005\ndata_dir = None\nout_dir = "."', execution_count=2
-            ),
+            new_code_cell('# Parameters\nlr = 0.005\ndata_dir = None\nout_dir = "."', execution_count=2),
             "injected-parameters",
         ),
         new_code_cell(
@@ -377,7 +375,10 @@ def test_prepare_notebook_shifts_headings_and_drops_front_matter_support_and_htm
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert len(code) == 10  # every code cell, the support cell and papermill's parameters included
     (support,) = [c for c in code if "hw3_marker" in c.metadata]
-    assert support.metadata.hw3_marker == {"what": "The torchtext replacement: the tokenizer.", "where": "support"}
+    assert support.metadata.hw3_marker == {
+        "what": "The torchtext replacement: the tokenizer.",
+        "where": "support",
+    }
     assert support.outputs == [] and all(c.metadata["hw3_lines"] > 0 for c in code)
     assert any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     outputs = [o for c in code for o in c.outputs]

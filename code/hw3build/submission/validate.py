@@ -2,20 +2,20 @@
 
 ``python -m hw3build.submission.validate ZIP [--strict]`` (or ``invoke validate``) exits non-zero when a rule fails.
 The rules: the zip and its two members are named after the two IDs; the notebook is valid, every code cell
-ran, in order, without errors, with the outputs its prints produce; the PDF opens, contains every question
-and task heading and shows rendered equations (no raw ``$`` or ``\\frac``). ``--strict`` also refuses the
-assignment's placeholder students and IDs with a wrong check digit (a zip made for upload).
+ran, in order, without errors, with the outputs its prints produce and the figures it draws; the PDF opens,
+contains every question and task heading and shows rendered equations (no raw ``$`` or ``\\frac``).
+``--strict`` also refuses the assignment's placeholder students and IDs with a wrong check digit (a zip
+made for upload). Every file is read within limits (hw3build.submission.bounded, docs/grading.md): a broken or hostile
+zip fails a rule, it never crashes the check.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import io
 import re
 import sys
 import unicodedata
-import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,16 @@ import nbformat
 
 from hw3build.submission.assignment import HEADINGS as ASSIGNMENT_HEADINGS
 from hw3build.submission.assignment import ZIP_NAME, submission_members
+from hw3build.submission.bounded import (
+    DEFAULT_LIMITS,
+    LimitExceeded,
+    Limits,
+    Unreadable,
+    papermill_metadata,
+    read_notebook,
+    read_pdf_pages,
+    read_zip,
+)
 from hw3build.submission.config import (
     PLACEHOLDER_EMAILS,
     PLACEHOLDER_IDS,
@@ -46,6 +56,8 @@ RAW_LATEX = re.compile(
 # What the notebook and the report print above placeholder students (templates/notebook, templates/report).
 PLACEHOLDER_MARKER = "placeholder student details"
 OK, FAIL, WARN = "ok", "fail", "warn"
+# The calls that draw a figure in a notebook (matplotlib's and the homework's plot_* helpers).
+FIGURE_CALL = re.compile(r"^(plot\w*|\w*plot|show|imshow|hist|scatter|bar|figure|subplots)$")
 _SYMBOLS = {OK: ("\u2713", "[ok]  "), FAIL: ("\u2717", "[FAIL]"), WARN: ("!", "[warn]")}
 
 
@@ -63,6 +75,9 @@ class ValidationReport:
     zip_path: Path
     strict: bool = False
     checks: list[Check] = field(default_factory=list)
+    # what was read, for a caller that reports more than the rules (hw3grade)
+    notebook: nbformat.NotebookNode | None = field(default=None, repr=False)
+    pdf_pages: list[str] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -103,12 +118,17 @@ class ValidationReport:
 
 
 def validate_zip(
-    zip_path: str | Path, strict: bool = False, literal_text: Iterable[str] = ()
+    zip_path: str | Path,
+    strict: bool = False,
+    literal_text: Iterable[str] = (),
+    limits: Limits = DEFAULT_LIMITS,
+    data: bytes | None = None,
 ) -> ValidationReport:
     """Check every submission rule on ``zip_path``; never raises for a bad submission (see the report).
 
     ``literal_text``: text the PDF prints as typed, never as markup (the students' names: a name may hold
-    a ``$``), left out of the raw-LaTeX check.
+    a ``$``), left out of the raw-LaTeX check. ``data``: the zip's bytes, when it was read from elsewhere
+    (``zip_path`` then only names it). Everything is read within ``limits`` (hw3build.submission.bounded).
     """
     zip_path = Path(zip_path)
     report = ValidationReport(zip_path=zip_path, strict=strict)
@@ -121,30 +141,45 @@ def validate_zip(
     report.expect(id1 != id2, "two different student IDs", f"both are {id1}")
     _check_ids(report, (id1, id2), strict)
 
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            names = archive.namelist()
-            contents = {name: archive.read(name) for name in names if not name.endswith("/")}
-    except (OSError, zipfile.BadZipFile) as exc:
+    expected = list(submission_members(id1, id2))
+    try:  # only the two expected members are inflated: the others are judged by their names
+        members, contents = read_zip(zip_path if data is None else data, expected, limits)
+    except (Unreadable, LimitExceeded) as exc:
         report.add(FAIL, "zip opens", str(exc))
         return report
     report.add(OK, "zip opens")
-
-    expected = list(submission_members(id1, id2))
+    names = [member.name for member in members]
     report.expect(
         sorted(names) == sorted(expected),
         "exactly two files, the .ipynb and the .pdf, named after the IDs",
         f"expected {expected}, found {names}",
     )
+    check_files(report, expected, contents, strict, literal_text, limits)
+    return report
+
+
+def check_files(
+    report: ValidationReport,
+    expected: list[str],
+    contents: dict[str, bytes],
+    strict: bool = False,
+    literal_text: Iterable[str] = (),
+    limits: Limits = DEFAULT_LIMITS,
+) -> None:
+    """The notebook's and the PDF's rules on ``contents`` (name -> bytes) for the ``expected`` pair of
+    names, each checked when present, and the placeholder rule on both."""
     notebook_bytes, pdf_bytes = contents.get(expected[0]), contents.get(expected[1])
     notebook_text = (
-        _check_notebook(report, notebook_bytes, expected[0], strict) if notebook_bytes is not None else ""
+        _check_notebook(report, notebook_bytes, expected[0], strict, limits)
+        if notebook_bytes is not None
+        else ""
     )
     pdf_text = (
-        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text)) if pdf_bytes is not None else ""
+        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text), limits)
+        if pdf_bytes is not None
+        else ""
     )
     _check_placeholder_text(report, notebook_text + "\n" + pdf_text, strict)
-    return report
 
 
 def _check_ids(report: ValidationReport, ids: tuple[str, str], strict: bool) -> None:
@@ -159,14 +194,16 @@ def _check_ids(report: ValidationReport, ids: tuple[str, str], strict: bool) -> 
             report.expect(israeli_id_valid(id_number), f"ID {id_number} has a valid check digit", "a typo?")
 
 
-def _check_notebook(report: ValidationReport, data: bytes, name: str, strict: bool) -> str:
+def _check_notebook(
+    report: ValidationReport, data: bytes, name: str, strict: bool, limits: Limits = DEFAULT_LIMITS
+) -> str:
     """Notebook rules; returns the markdown text (for the placeholder check)."""
     try:
-        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
-        nbformat.validate(nb)
-    except Exception as exc:  # nbformat raises several types for bad JSON / schema
-        report.add(FAIL, f"{name} is a valid notebook", f"{type(exc).__name__}: {str(exc)[:200]}")
+        nb = read_notebook(data, limits)
+    except (Unreadable, LimitExceeded) as exc:
+        report.add(FAIL, f"{name} is a valid notebook", str(exc))
         return ""
+    report.notebook = nb
     report.add(OK, f"{name} is a valid notebook")
 
     code_cells = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
@@ -197,9 +234,12 @@ def _check_notebook(report: ValidationReport, data: bytes, name: str, strict: bo
         "cells that print have their outputs saved",
         f"cells {silent} print but have no output" if silent else "no code cell has any output",
     )
-    exception = nb.metadata.get("papermill", {}).get("exception")
+    _check_figures(report, code_cells)
+    papermill, malformed = papermill_metadata(nb)
+    report.expect(not malformed, "papermill metadata well-formed", "; ".join(malformed))
+    exception = papermill.get("exception")
     report.expect(not exception, "papermill recorded no exception", "metadata.papermill.exception is set")
-    profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
+    profile = papermill["parameters"].get("profile")
     if profile is not None:  # known only for notebooks papermill ran
         if profile == "full":
             report.add(OK, "built with the full profile (not a DRAFT)")
@@ -216,31 +256,69 @@ def _prints_at_top_level(source: str) -> bool:
     """Whether the cell calls print() outside a def/class body (so running it must produce output)."""
     # Drop IPython magics and shell escapes, which are not Python.
     lines = [line for line in source.splitlines() if not line.lstrip().startswith(("!", "%"))]
+    return any(name == "print" for name in _top_level_calls(lines))
+
+
+def _top_level_calls(lines: list[str]) -> list[str]:
+    """The names of the functions and methods called outside a def/class body (none when the cell does not
+    parse, or is too deep to parse)."""
     try:
         tree = ast.parse("\n".join(lines))
-    except SyntaxError:
-        return False
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return []
+    called = []
     pending: list[ast.AST] = list(tree.body)
-    while pending:
+    while pending:  # an explicit stack: a deep expression cannot overflow it
         node = pending.pop()
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
             continue
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-            return True
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name):
+                called.append(node.func.id)
+            elif isinstance(node.func, ast.Attribute):
+                called.append(node.func.attr)
         pending.extend(ast.iter_child_nodes(node))
-    return False
+    return called
 
 
-def _check_pdf(report: ValidationReport, data: bytes, name: str, literal_text: tuple[str, ...] = ()) -> str:
+def _shows_a_figure(source: str) -> bool:
+    """Whether the cell's top-level code draws a figure (a call named plot_*, *plot, show, imshow...)."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("!", "%"))]
+    return any(FIGURE_CALL.search(name) for name in _top_level_calls(lines))
+
+
+def _check_figures(report: ValidationReport, code_cells: list[tuple[int, nbformat.NotebookNode]]) -> None:
+    """Cells that draw a figure must keep an image output; a notebook whose figures were stripped (or
+    whose outputs were all stripped but the prints') fails."""
+    missing = [
+        i
+        for i, cell in code_cells
+        if _shows_a_figure(cell.source)
+        and not any(
+            key.startswith("image/") for output in cell.get("outputs", []) for key in output.get("data", {})
+        )
+    ]
+    report.expect(
+        not missing,
+        "figure outputs saved",
+        f"cells {missing} draw a figure but have no image output (save the notebook with its outputs)",
+    )
+
+
+def _check_pdf(
+    report: ValidationReport,
+    data: bytes,
+    name: str,
+    literal_text: tuple[str, ...] = (),
+    limits: Limits = DEFAULT_LIMITS,
+) -> str:
     """PDF rules; returns the extracted text."""
-    from pypdf import PdfReader
-
     try:
-        reader = PdfReader(io.BytesIO(data))
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except Exception as exc:  # pypdf raises many types on a broken file
-        report.add(FAIL, f"{name} opens", f"{type(exc).__name__}: {str(exc)[:200]}")
+        pages = read_pdf_pages(data, limits)
+    except (Unreadable, LimitExceeded) as exc:
+        report.add(FAIL, f"{name} opens", str(exc))
         return ""
+    report.pdf_pages = pages
     if not pages:
         report.add(FAIL, f"{name} opens", "it has no pages")
         return ""

@@ -1,0 +1,5 @@
+import sys
+
+from hw3grade.cli import main
+
+sys.exit(main())
