@@ -6,7 +6,7 @@
 - fit(...) is the given epoch loop, completed: train() then evaluate() every epoch, the best model
   kept as a copy.
 
-python -m hw3.train trains outside the notebook with these functions (its command line: hw3/cli.py).
+python -m hw3tools.train trains outside the notebook with these functions.
 """
 
 import copy

@@ -78,7 +78,10 @@ def notebook_parameters(config: Any) -> dict[str, Any]:
 
 # The parameters cell's groups, in order: (comment, names). A name in no group goes to the last one.
 PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("the run", ("profile", "device", "data_dir", "out_dir")),
+    (
+        "what runs: full (the submission) or quick (a short check); where",
+        ("profile", "device", "data_dir", "out_dir"),
+    ),
     ("Task 3: the model", ("emsize", "nhid", "nlayers", "nhead", "dropout", "norm_first", "tie_weights")),
     (
         "Task 3: the optimizer",
@@ -90,7 +93,7 @@ PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("epochs", "bptt", "batch_size", "eval_batch_size", "clip", "shuffle_batches", "random_offset"),
     ),
     (
-        "seed, precision, a draft's limits",
+        "seed, precision, batches trained per epoch and evaluated (None: all)",
         ("seed", "precision", "max_train_batches", "max_eval_batches", "log_interval"),
     ),
 )
