@@ -174,8 +174,9 @@ def sense_answer(check: dict) -> str:
         f"{c['pair_share_unigram']:.0%} and {c['triple_share_unigram']:.0%} for words drawn from "
         f"the word frequencies alone: the model has learnt which words follow which. Its test "
         f"perplexity is {c['test_ppl']:.1f}, against {c['unigram_ppl']:.1f} for a model of the "
-        f"word frequencies alone on the same test words: on average it gives each test word "
-        f"{c['unigram_ppl'] / c['test_ppl']:.1f} times the probability the frequencies alone give."
+        f"word frequencies alone on the same test words: the probability it gives a test word is, "
+        f"as a geometric mean, {c['unigram_ppl'] / c['test_ppl']:.1f} times what the frequencies "
+        f"alone give."
     )
     epochs = c["epochs"]
     if len(epochs) > 1:
