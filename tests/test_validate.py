@@ -208,14 +208,25 @@ def test_the_placeholder_marker_fails_under_strict(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("profile", "standard", "strict"), [("quick", WARN, "fail"), ("full", OK, OK)])
+@pytest.mark.parametrize(
+    ("parameters", "standard", "strict"),
+    [
+        ({"profile": "quick", "lr": 0.005}, WARN, "fail"),
+        ({"profile": "full", "lr": 0.005}, OK, OK),
+        ({"profile": "full", "epochs": 4, "max_train_batches": None, "max_eval_batches": None}, OK, OK),
+        # a draft is what was run, not the profile's name
+        ({"profile": "full", "epochs": 4, "max_train_batches": 150}, WARN, "fail"),
+        ({"profile": "full", "epochs": 1}, WARN, "fail"),
+        ({"profile": "full", "max_eval_batches": 2}, WARN, "fail"),
+    ],
+)
 def test_a_draft_build_is_refused_under_strict(
-    tmp_path: Path, profile: str, standard: str, strict: str
+    tmp_path: Path, parameters: dict, standard: str, strict: str
 ) -> None:
     nb = executed_notebook()
-    nb.metadata["papermill"]["parameters"] = {"profile": profile, "lr": 0.005}
+    nb.metadata["papermill"]["parameters"] = parameters
     zip_path = submission_zip(tmp_path, nb=nb)
-    title = "built with the full profile (not a DRAFT)"
+    title = "trained as the full profile does (not a DRAFT)"
     assert [c.status for c in validate_zip(zip_path).checks if c.title == title] == [standard]
     assert [c.status for c in validate_zip(zip_path, strict=True).checks if c.title == title] == [strict]
 

@@ -32,6 +32,7 @@ import nbformat
 from hw3.files import write_atomic
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from hw3build.draft import is_draft
 from hw3build.inline import InlineError, Inliner, check_self_contained, defined_names
 from hw3build.literal import markdown_literal
 
@@ -153,7 +154,7 @@ def render_text(config: Any, template_dir: Path = TEMPLATE_DIR, template_name: s
         "students": students,
         "has_placeholders": any(s["placeholder"] for s in students),
         "profile": config.profile,
-        "draft": config.profile != "full",
+        "draft": is_draft(config.profile, hparams.to_dict()),
         "hparams": hparams,
         "parameters_source": parameters_source(notebook_parameters(config)),
         "inline": inliner.code,

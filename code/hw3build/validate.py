@@ -25,6 +25,7 @@ import nbformat
 from hw3build.assignment import HEADINGS as ASSIGNMENT_HEADINGS
 from hw3build.assignment import ZIP_NAME, submission_members
 from hw3build.config import PLACEHOLDER_EMAILS, PLACEHOLDER_IDS, ConfigError, israeli_id_valid, load_config
+from hw3build.draft import draft_reasons
 
 # The assignment's headings, in its order: (accepted labels, title). The PDF must show each title right after
 # one of its labels (e.g. "Question 1 - Transformers Efficiency", "Q1 Transformers Efficiency");
@@ -193,15 +194,18 @@ def _check_notebook(report: ValidationReport, data: bytes, name: str, strict: bo
     )
     exception = nb.metadata.get("papermill", {}).get("exception")
     report.expect(not exception, "papermill recorded no exception", "metadata.papermill.exception is set")
-    profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
-    if profile is not None:  # known only for notebooks papermill ran
-        if profile == "full":
-            report.add(OK, "built with the full profile (not a DRAFT)")
+    parameters = nb.metadata.get("papermill", {}).get("parameters", {})
+    if parameters.get("profile") is not None:  # known only for notebooks papermill ran
+        reasons = draft_reasons(parameters["profile"], parameters)
+        title = "trained as the full profile does (not a DRAFT)"
+        if not reasons:
+            report.add(OK, title)
         else:
             report.add(
                 FAIL if strict else WARN,
-                "built with the full profile (not a DRAFT)",
-                f"built with profile {profile!r}, a DRAFT; rebuild with `invoke build --profile full`",
+                title,
+                f"a DRAFT: {'; '.join(reasons)}; rebuild with `invoke build --profile full` "
+                "and no max_*_batches or fewer epochs in [hparams]",
             )
     return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
 
