@@ -135,8 +135,11 @@ def validate_zip(
     notebook_text = (
         _check_notebook(report, notebook_bytes, expected[0], strict) if notebook_bytes is not None else ""
     )
+    printed = _printed_by_the_run(notebook_bytes) if notebook_bytes is not None else ""
     pdf_text = (
-        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text)) if pdf_bytes is not None else ""
+        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text), printed)
+        if pdf_bytes is not None
+        else ""
     )
     _check_placeholder_text(report, notebook_text + "\n" + pdf_text, strict)
     return report
@@ -229,8 +232,15 @@ def _prints_at_top_level(source: str) -> bool:
     return False
 
 
-def _check_pdf(report: ValidationReport, data: bytes, name: str, literal_text: tuple[str, ...] = ()) -> str:
-    """PDF rules; returns the extracted text."""
+def _check_pdf(
+    report: ValidationReport,
+    data: bytes,
+    name: str,
+    literal_text: tuple[str, ...] = (),
+    printed: str = "",
+) -> str:
+    """PDF rules; returns the extracted text. ``printed``: what the run printed (:func:`_printed_by_the_run`),
+    literal text wherever the PDF shows it."""
     from pypdf import PdfReader
 
     try:
@@ -263,7 +273,11 @@ def _check_pdf(report: ValidationReport, data: bytes, name: str, literal_text: t
             "Questions 1-3 then Tasks 1-5 expected",
         )
     markup = _without_literal_text(text, literal_text)
-    raw = [_context(markup, m.start()) for m in RAW_LATEX.finditer(markup)]
+    raw = [
+        _context(markup, m.start())
+        for m in RAW_LATEX.finditer(markup)
+        if not _in_printed_text(markup, m, printed)
+    ]
     report.expect(
         not raw,
         "equations rendered (no raw $ or LaTeX commands in the text)",
@@ -283,6 +297,47 @@ def _check_placeholder_text(report: ValidationReport, text: str, strict: bool) -
         )
     else:
         report.add(OK, "no placeholder student data in the notebook or PDF")
+
+
+def _compact(text: str) -> str:
+    """``text`` as compared with what the run printed: no whitespace (the PDF wraps lines where the notebook
+    does not), ligatures expanded, TeX's typographic quotes read back as typed."""
+    text = unicodedata.normalize("NFKC", text).translate(_TEX_QUOTES)
+    return "".join(text.split())
+
+
+_TEX_QUOTES = {0x2019: "'", 0x2018: "`", 0x201D: "''", 0x201C: "``"}
+PRINTED_CONTEXT = 10  # characters around a $ or command that must match what the run printed
+
+
+def _printed_by_the_run(notebook: bytes) -> str:
+    """Every output the notebook's code printed (streams and plain-text results), :func:`_compact`-ed: the
+    run's text (sampled sentences, the data's words), which may hold ``$`` or backslashes as plain text."""
+    try:
+        nb = nbformat.reads(notebook.decode("utf-8"), as_version=4)
+    except Exception:  # a broken notebook fails its own check; nothing is exempt then
+        return ""
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = output.get("text") if output.get("output_type") == "stream" else None
+            text = text if text is not None else output.get("data", {}).get("text/plain", "")
+            texts.append(text if isinstance(text, str) else "".join(text))
+    return _compact("\n".join(texts))
+
+
+def _in_printed_text(text: str, match: re.Match[str], printed: str) -> bool:
+    """Whether ``match`` (a ``$`` or a command in the PDF's text) is part of what the run printed: the
+    characters before or after it, read together with it, occur in the run's output."""
+    if not printed:
+        return False
+    token = _compact(match.group())
+    before = _compact(text[max(0, match.start() - 4 * PRINTED_CONTEXT) : match.start()])[-PRINTED_CONTEXT:]
+    after = _compact(text[match.end() : match.end() + 4 * PRINTED_CONTEXT])[:PRINTED_CONTEXT]
+    least = PRINTED_CONTEXT // 2  # a lone "$" is in any output that prints one: some context must match
+    return (len(before) >= least and before + token in printed) or (
+        len(after) >= least and token + after in printed
+    )
 
 
 def _without_literal_text(text: str, literal_text: tuple[str, ...]) -> str:
