@@ -176,6 +176,48 @@ def test_raw_latex_in_the_pdf_text_is_rejected(tmp_path: Path, raw: str) -> None
     assert failed_titles(report) == ["equations rendered (no raw $ or LaTeX commands in the text)"]
 
 
+SAMPLED = r"the prize was $ 1 @,@ 000 in 1990 , and \frac { a } { b } of it was paid"
+
+
+def _printing(text: str):
+    nb = executed_notebook()
+    nb.cells.append(
+        new_code_cell(
+            "print(sentence)",
+            execution_count=99,
+            outputs=[new_output("stream", name="stdout", text=text + "\n")],
+        )
+    )
+    return nb
+
+
+def test_what_the_run_printed_is_literal_text_in_the_pdf(tmp_path: Path) -> None:
+    # WikiText-2's text holds "$" tokens: a sampled sentence the PDF shows as printed (wrapped across
+    # lines, as the report wraps outputs) is not an unrendered equation.
+    wrapped = SAMPLED[:40] + "\n" + SAMPLED[40:]
+    for folder, pages in (
+        ("a", good_pdf_pages(extra=[wrapped])),
+        ("b", good_pdf_pages(extra=["1. " + SAMPLED])),
+    ):
+        report = validate_zip(submission_zip(tmp_path / folder, nb=_printing(SAMPLED), pages=pages))
+        assert report.ok, report.format()
+
+
+@pytest.mark.parametrize(
+    ("printed", "pdf_line"),
+    [
+        ("nothing of the kind", SAMPLED),  # the PDF shows it but the run never printed it
+        (SAMPLED, SAMPLED + " and where $x \\in R^d$ holds"),  # printed text beside an unrendered equation
+        ("cost $", "the cost $x^2$ grows"),  # a lone "$" in an output exempts no other "$"
+    ],
+)
+def test_only_what_the_run_printed_is_exempt(tmp_path: Path, printed: str, pdf_line: str) -> None:
+    report = validate_zip(
+        submission_zip(tmp_path, nb=_printing(printed), pages=good_pdf_pages(extra=[pdf_line]))
+    )
+    assert failed_titles(report) == ["equations rendered (no raw $ or LaTeX commands in the text)"]
+
+
 def test_placeholder_ids_warn_by_default_and_fail_under_strict(tmp_path: Path) -> None:
     zip_path = submission_zip(tmp_path, ids=("123456789", "987654321"))
     standard = validate_zip(zip_path)
