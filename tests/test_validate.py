@@ -334,3 +334,13 @@ def test_equations_typeset_by_xelatex_pass_and_verbatim_latex_fails(tmp_path: Pa
         assert report.ok is should_pass, report.format()
         if not should_pass:
             assert failed_titles(report) == ["equations rendered (no raw $ or LaTeX commands in the text)"]
+
+
+def test_validate_says_in_one_line_what_is_wrong_with_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "submission.toml"
+    config.write_bytes('[[students]]\nname = "שרה"\n'.encode("cp1255"))
+    assert main([str(submission_zip(tmp_path / "dist")), "--config", str(config)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "save it as UTF-8" in warnings[0]

@@ -380,7 +380,8 @@ def _student_names(config_path: Path) -> tuple[str, ...]:
         return ()
     try:
         return tuple(student.name for student in load_config(config_path).students)
-    except ConfigError:
+    except ConfigError as exc:
+        print(f"warning: {exc}; the names are checked as any other text of the PDF", file=sys.stderr)
         return ()
 
 
