@@ -31,7 +31,7 @@ STUDENT_KEYS = ("name", "email", "id")
 CAMPUS_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@campus\.technion\.ac\.il")
 NAME_MAX_CHARS = 80
 # The longest word of a name the cover's name column holds without breaking it (words wrap at spaces).
-NAME_WORD_MAX_CHARS = 20
+NAME_WORD_MAX_CHARS = 18
 # RFC 5321 limits the part before the @ to 64 characters; the cover breaks an address only after . or @.
 EMAIL_LOCAL_MAX_CHARS = 64
 # NumPy's legacy seeding (np.random.seed, hw3.train) takes 0 <= seed < 2**32; HParams allows up to 2**63-1.

@@ -125,7 +125,7 @@ ROWS = (
     Row(
         "hostile-students-build",
         "the whole build (cached run, report, zip, validation) for students with ligature pairs, `$`, "
-        "`\\frac`, `%`, right-to-left names, names of 77 characters and e-mails of 64 characters before "
+        "`\\frac`, `%`, right-to-left names, names of 73 characters and e-mails of 64 characters before "
         "the @ (with `+`)",
         "the build and `validate` pass; pdftotext gives each name as typed and each e-mail on the cover; "
         "no word of the cover runs past the page's side margins",

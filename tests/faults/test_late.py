@@ -178,7 +178,7 @@ HOSTILE_STUDENTS = (
         ("יעל $mith \\frac{1}{2} 50%", "b+hw3@campus.technion.ac.il"),
     ),
     (
-        ("Maximiliana Wolfeschlegelstein Bartholomew-Fiennes Montgomery Ashcombe-Vane", "W" * 64),
+        ("Maximiliana Wolfeschlegelstein Bartholomew-Finch Montgomery Ashcombe-Vane", "W" * 64),
         ("محمد علي بن عبد الرحمن الحسيني", "x" * 64),
     ),
 )
