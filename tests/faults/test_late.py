@@ -7,6 +7,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import zipfile
@@ -157,9 +158,10 @@ def test_killed_at_validate(project: Project) -> None:
 def test_killed_inside_recovery(project: Project) -> None:
     previous_zip, (key,) = project.zip.read_bytes(), run_keys(project)
     run_root = project.build_dir / "run"
-    proc = project.start("--force", failpoint="execute:publish", log="first.log")
-    project.wait_paused(proc)
-    kill(proc)  # a finished run caught between its two renames: recovery has work to do
+    # What a build killed between the two renames of runs.publish leaves (as the kill-between-renames row
+    # makes it, without training again): the finished run as .tmp-, the run it replaces as .old-.
+    shutil.copytree(run_root / key, run_root / f".old-{key}-4242")
+    (run_root / key).rename(run_root / f".tmp-{key}-4242")
     proc = project.start(failpoint="recover", log="recovering.log")
     project.wait_paused(proc)
     assert (run_root / key).is_dir() and list(run_root.glob(".old-*")), "not inside recovery"
