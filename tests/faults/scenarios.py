@@ -63,8 +63,8 @@ ROWS = (
     Row("kill-validate", "SIGKILL at the start of the validate stage", AFTER_A_KILL),
     Row(
         "kill-recovery",
-        "SIGKILL inside recovery (after a build killed between the two renames, the next one killed "
-        "after recovery's first step)",
+        "SIGKILL inside recovery (a finished run caught between its two renames, as a killed publish "
+        "leaves it; the build killed after recovery's first step)",
         "previous zip byte-identical; the rebuild finishes the recovery (the leftover old run removed), "
         "reuses the finished run and leaves nothing behind",
     ),
