@@ -344,3 +344,17 @@ def test_validate_says_in_one_line_what_is_wrong_with_the_config(
     assert main([str(submission_zip(tmp_path / "dist")), "--config", str(config)]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(warnings) == 1 and "save it as UTF-8" in warnings[0]
+
+
+def test_a_name_is_literal_text_even_where_the_pdf_moves_a_space_at_a_direction_change(
+    tmp_path: Path,
+) -> None:
+    # pypdf gave the cover's "יעל $mith ..." as "יעל$ mith ...": the space moved to the run's other side
+    # (the fixture's PDF fonts have no Hebrew, so Latin letters stand in for the right-to-left run)
+    name = "Yael $mith \\frac{1}{2} 50%"
+    extracted = "Name 123456782 Yael$ mith \\frac{1}{2} 50% b+hw3@campus.technion.ac.il"
+    zip_path = submission_zip(tmp_path, pages=good_pdf_pages(extra=[extracted]))
+    assert validate_zip(zip_path, literal_text=[name]).ok
+    assert failed_titles(validate_zip(zip_path)) == [
+        "equations rendered (no raw $ or LaTeX commands in the text)"
+    ]
