@@ -3,6 +3,7 @@ kills in the last stages and inside recovery. Each builds on the one trained qui
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import unicodedata
 import zipfile
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from hw3build.manifest import write_manifest
 from hw3build.validate import RAW_LATEX, validate_zip
 from pypdf import PdfReader
 from test_kills import killed_then_rebuilt, run_keys
-from test_names import page_lines
+from test_names import _QUOTES, _logical
 
 NAMES = ("Dana Levi", "Noam Cohen")  # builds.write_config's
 CAMPUS = "@campus.technion.ac.il"
@@ -184,7 +186,43 @@ HOSTILE_STUDENTS = (
         ("محمد علي بن عبد الرحمن الحسيني", "x" * 64),
     ),
 )
+_WORD = re.compile(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="[\d.]+">(.*?)</word>')
 _WORD_BOX = re.compile(r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">')
+
+
+def _cover_columns(pdf: Path) -> tuple[str, str]:
+    """The cover table's name and e-mail columns, each read top to bottom in reading order (pdftotext's
+    lines would interleave the two columns where their cells wrap)."""
+    xml = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-bbox", str(pdf), "-"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    words = [(float(y), float(x0), float(x1), html.unescape(t)) for x0, y, x1, t in _WORD.findall(xml)]
+    top = next(w for w in words if w[3] == "Name")
+    campus = next(w for w in words if w[3] == "Campus" and abs(w[0] - top[0]) < 2)
+    id_header = next(w for w in words if w[3] == "ID" and abs(w[0] - top[0]) < 2)
+    bottom = next(w[0] for w in words if w[3] == "Date:")
+    rows = [w for w in words if top[0] + 2 < w[0] < bottom]
+    left = [w for w in rows if w[1] < campus[1] - 2]
+    middle = [w for w in rows if campus[1] - 2 <= w[1] < id_header[1] - 2]
+    return _read_column(left), _read_column(middle)
+
+
+def _read_column(words: list[tuple[float, float, float, str]]) -> str:
+    lines: list[list[tuple[float, float, float, str]]] = []
+    for word in sorted(words):
+        if lines and abs(lines[-1][0][0] - word[0]) < 2.5:
+            lines[-1].append(word)
+        else:
+            lines.append([word])
+    texts = []
+    for line in lines:
+        line.sort(key=lambda word: word[1])
+        visual = " ".join(word[3] for word in line)
+        texts.append(unicodedata.normalize("NFC", _logical(visual).translate(_QUOTES)))
+    return "\n".join(texts)
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", "", text)
 
 
 def _hostile_config(folder: Path, students) -> Path:
@@ -214,11 +252,12 @@ def test_hostile_students_build_validate_and_stay_on_the_cover(project: Project,
     with zipfile.ZipFile(hostile.zip) as archive:
         pdf = tmp_path / "report.pdf"
         pdf.write_bytes(archive.read(next(n for n in archive.namelist() if n.endswith(".pdf"))))
-    cover = "\n".join(page_lines(pdf)[0])
+    names_column, emails_column = _cover_columns(pdf)
     for name, email in students:
-        assert name in cover, f"{name!r} not on the cover as typed:\n{cover}"
+        # a long name or address wraps in its column: compared without the line breaks
+        assert _flat(name) in _flat(names_column), f"{name!r} not on the cover as typed:\n{names_column}"
         address = email if "@" in email else email + CAMPUS
-        assert address in re.sub(r"\s+", "", cover), f"{address!r} not on the cover"
+        assert address in _flat(emails_column), f"{address!r} not on the cover:\n{emails_column}"
     xml = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-bbox", str(pdf), "-"], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     width = float(re.search(r'<page width="([\d.]+)"', xml).group(1))
