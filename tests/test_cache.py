@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from hw3build.notebook import cache, inline
+from hw3build import failpoints
+from hw3build.notebook import cache, inline, runs
 from hw3build.notebook.execute import execute_notebook
+from hw3build.notebook.manifest import MANIFEST_NAME, write_manifest
 from hw3build.notebook.parameters import ParameterError, resolve_parameters
 from hw3build.notebook.render import render_notebook
 from hw3build.submission.config import parse_config
@@ -134,3 +138,138 @@ def test_explain_difference_names_the_changed_inputs(rendered) -> None:
         ENV,
     )
     assert cache.explain_difference(a, b) == [f"parameter lr: {lr!r} -> {other_lr(lr)!r}"]
+
+
+# ------------------------------------------------------------------- the environment the kernel runs
+def _kernelspec(folder: Path, name: str, interpreter: Path) -> None:
+    spec = folder / "kernels" / name
+    spec.mkdir(parents=True)
+    argv = [str(interpreter), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": name, "language": "python"}))
+
+
+def test_the_fingerprint_is_measured_by_the_kernels_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user-level kernelspec whose Python has another torch: the key must see that torch, not ours.
+    other = tmp_path / "other-python"
+    other.write_text(
+        "#!/bin/sh\n"
+        'echo \'{"python": "3.9.1", "implementation": "cpython", "torch": "1.13.1", '
+        '"device_kind": "cpu: x86_64", "bf16": false}\'\n'
+    )
+    other.chmod(0o755)
+    _kernelspec(tmp_path, "other", other)
+    _kernelspec(tmp_path, "ours", Path(sys.executable))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    import torch
+
+    ours = cache.environment_fingerprint("cpu", "ours")
+    assert ours["torch"] == torch.__version__ and isinstance(ours["bf16"], bool)
+    theirs = cache.environment_fingerprint("cpu", "other")
+    assert theirs["torch"] == "1.13.1"
+    assert cache.explain_difference({"environment": ours}, {"environment": theirs})
+
+
+def test_a_kernel_that_cannot_run_the_notebook_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    broken = tmp_path / "broken-python"
+    broken.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named torch' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    _kernelspec(tmp_path, "broken", broken)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    with pytest.raises(cache.KernelEnvironmentError, match="No module named torch") as caught:
+        cache.environment_fingerprint("cpu", "broken")
+    assert "\n" not in str(caught.value)
+
+
+# -------------------------------------------------------------------------- the run the cache trusts
+KEY = "0123456789abcdef"
+
+
+def finished_run(run_root: Path, key: str = KEY) -> Path:
+    """A run folder as execute_notebook leaves it: executed notebook, metrics, manifest (written last)."""
+    folder = run_root / key
+    folder.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)", execution_count=1)])
+    nbformat.write(nb, folder / runs.EXECUTED_NAME)
+    (folder / runs.METRICS_NAME).write_text('{"test_ppl": 100.0}')
+    write_manifest(folder, key)
+    return folder
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    path = folder / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(edit(manifest)))
+
+
+def test_a_finished_run_is_trusted(tmp_path: Path) -> None:
+    assert runs.run_problem(finished_run(tmp_path)) is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda m: {**m, "key": "fedcba9876543210"}, "is for the run 'fedcba9876543210'"),
+        (lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "metrics.json"}},
+         "does not list metrics.json"),
+        (lambda m: {**m, "files": {k: v for k, v in m["files"].items() if k != "executed.ipynb"}},
+         "does not list executed.ipynb"),
+        (lambda m: [m], "is not a schema-2 manifest"),
+        (lambda m: {**m, "files": [1, 2]}, "has no key or no files"),
+        (lambda m: {**m, "files": {**m["files"], "metrics.json": "abc"}}, "malformed entry"),
+        (lambda m: {k: v for k, v in m.items() if k != "key"}, "has no key"),
+    ],
+)  # fmt: skip
+def test_a_manifest_not_tied_to_its_run_or_malformed_is_one_line(tmp_path: Path, edit, problem: str) -> None:
+    folder = finished_run(tmp_path)
+    _edit_manifest(folder, edit)
+    found = runs.run_problem(folder)
+    assert found is not None and problem in found and "\n" not in found
+
+
+@pytest.mark.parametrize("entry", ["../outside.txt", "/etc/hostname", "./metrics.json", "a\\..\\b", ""])
+def test_a_manifest_entry_outside_the_run_folder_is_never_followed(tmp_path: Path, entry: str) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of any run")
+    folder = finished_run(tmp_path / "run")
+    target = outside if entry == "../outside.txt" else None
+    sha = cache.sha256_file(target) if target else "0" * 64
+    size = target.stat().st_size if target else 0
+    _edit_manifest(folder, lambda m: {**m, "files": {**m["files"], entry: {"sha256": sha, "bytes": size}}})
+    found = runs.run_problem(folder)
+    assert found is not None and "not inside the run folder" in found
+
+
+def test_a_symlinked_run_or_file_is_refused_and_removed_without_following(tmp_path: Path) -> None:
+    elsewhere = finished_run(tmp_path / "elsewhere")
+    run_root = tmp_path / "run"
+    run_root.mkdir()
+    (run_root / KEY).symlink_to(elsewhere, target_is_directory=True)
+    assert "symbolic link" in runs.run_problem(run_root / KEY)
+    (run_root / f".tmp-{KEY}-99").symlink_to(elsewhere, target_is_directory=True)
+    runs.recover(run_root)
+    assert not (run_root / f".tmp-{KEY}-99").is_symlink()
+    new = finished_run(tmp_path / "new")
+    runs.publish(new, run_root / KEY)  # the link is replaced, what it pointed to is left alone
+    assert not (run_root / KEY).is_symlink() and runs.run_problem(run_root / KEY) is None
+    assert runs.run_problem(elsewhere) is None and sorted(run_root.iterdir()) == [run_root / KEY]
+    inner = finished_run(tmp_path / "inner")
+    (inner / "metrics.json").unlink()
+    (inner / "metrics.json").symlink_to(elsewhere / "metrics.json")
+    assert "symbolic link" in runs.run_problem(inner)
+
+
+def test_publish_puts_the_old_run_back_when_the_new_one_cannot_move_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_root = tmp_path / "run"
+    old = finished_run(run_root)
+    before = (old / runs.METRICS_NAME).read_bytes()
+    new = finished_run(tmp_path / "new")
+    monkeypatch.setenv(failpoints.ENV_NAME, "execute:publish")
+    monkeypatch.setenv(failpoints.ENV_ACTION, failpoints.ENOSPC)
+    with pytest.raises(OSError, match="No space left on device"):
+        runs.publish(new, run_root / KEY)
+    assert sorted(p.name for p in run_root.iterdir()) == [KEY]
+    assert (run_root / KEY / runs.METRICS_NAME).read_bytes() == before and new.is_dir()

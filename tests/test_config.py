@@ -9,7 +9,9 @@ import pytest
 import tomllib
 from hw3.hparams import profile_defaults
 from hw3build.submission.config import (
+    EMAIL_LOCAL_MAX_CHARS,
     NAME_MAX_CHARS,
+    NAME_WORD_MAX_CHARS,
     ConfigError,
     israeli_id_valid,
     load_config,
@@ -259,8 +261,8 @@ def test_names_from_the_toml_file_are_checked_too(tmp_path: Path) -> None:
 
 def test_overlong_names_are_refused_and_decomposed_accents_composed() -> None:
     with pytest.raises(ConfigError, match=f"students\\[1\\].name has {NAME_MAX_CHARS + 1} characters"):
-        parse_config({"students": _students("A" * (NAME_MAX_CHARS + 1))})
-    assert parse_config({"students": _students("A" * NAME_MAX_CHARS)})
+        parse_config({"students": _students(_long_name(NAME_MAX_CHARS + 1))})
+    assert parse_config({"students": _students(_long_name(NAME_MAX_CHARS))})
     decomposed = "Z\u0307o\u0301\u0142c\u0301"  # "Żółć" typed with combining accents
     assert parse_config({"students": _students(decomposed)}).students[0].name == "Żółć"
 
@@ -274,3 +276,59 @@ def test_emails_keep_their_strict_check(email: str) -> None:
     students[0]["email"] = email
     with pytest.raises(ConfigError, match="campus"):
         parse_config({"students": students})
+
+
+def _long_name(length: int) -> str:
+    """A name of ``length`` characters made of words the cover can wrap between."""
+    return ("Abcdefgh " * length)[:length].strip().ljust(length, "x")
+
+
+def test_a_seed_numpy_cannot_take_is_refused_before_the_kernel_starts() -> None:
+    students = _students("Alice")
+    with pytest.raises(ConfigError, match=r"seed=4294967296 must be below 2\*\*32"):
+        parse_config({"students": students, "hparams": {"seed": 2**32}})
+    assert parse_config({"students": students, "hparams": {"seed": 2**32 - 1}}).hparams.seed == 2**32 - 1
+
+
+def test_a_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_config(path).students[0].name == "Alice Levi"
+
+
+def test_a_file_saved_in_another_encoding_says_save_it_as_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "submission.toml"
+    text = write_config(tmp_path).read_text(encoding="utf-8").replace("Alice Levi", "שרה כהן")
+    path.write_bytes(text.encode("cp1255"))
+    with pytest.raises(ConfigError, match="save it as UTF-8") as caught:
+        load_config(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_data_dir_of_an_unknown_user_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="~nosuchuser is not a user of this machine"):
+        load_config(write_config(tmp_path, top='data_dir = "~nosuchuser/x"'))
+
+
+@pytest.mark.parametrize("name", ["\u3164", "\u200b\u200c\u200d", "\u3164 \u115f", "- . -"])
+def test_a_name_that_prints_nothing_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="no visible letter"):
+        parse_config({"students": _students(name)})
+
+
+def test_a_name_word_longer_than_the_cover_column_is_refused() -> None:
+    with pytest.raises(ConfigError, match=f"a word of {NAME_WORD_MAX_CHARS + 1} characters"):
+        parse_config({"students": _students("W" * (NAME_WORD_MAX_CHARS + 1))})
+    assert parse_config({"students": _students("W" * NAME_WORD_MAX_CHARS)})
+
+
+def test_emails_with_plus_are_kept_and_overlong_ones_refused() -> None:
+    students = _students("Alice")
+    students[0]["email"] = "alice+hw3@campus.technion.ac.il"
+    assert parse_config({"students": students}).students[0].email == "alice+hw3@campus.technion.ac.il"
+    students[0]["email"] = "a" * EMAIL_LOCAL_MAX_CHARS + "@campus.technion.ac.il"
+    assert parse_config({"students": students})
+    students[0]["email"] = "a" * 5000 + "@campus.technion.ac.il"
+    with pytest.raises(ConfigError, match="5000 characters before the @") as caught:
+        parse_config({"students": students})
+    assert len(str(caught.value)) < 300

@@ -176,6 +176,48 @@ def test_raw_latex_in_the_pdf_text_is_rejected(tmp_path: Path, raw: str) -> None
     assert failed_titles(report) == ["equations rendered (no raw $ or LaTeX commands in the text)"]
 
 
+SAMPLED = r"the prize was $ 1 @,@ 000 in 1990 , and \frac { a } { b } of it was paid"
+
+
+def _printing(text: str):
+    nb = executed_notebook()
+    nb.cells.append(
+        new_code_cell(
+            "print(sentence)",
+            execution_count=99,
+            outputs=[new_output("stream", name="stdout", text=text + "\n")],
+        )
+    )
+    return nb
+
+
+def test_what_the_run_printed_is_literal_text_in_the_pdf(tmp_path: Path) -> None:
+    # WikiText-2's text holds "$" tokens: a sampled sentence the PDF shows as printed (wrapped across
+    # lines, as the report wraps outputs) is not an unrendered equation.
+    wrapped = SAMPLED[:40] + "\n" + SAMPLED[40:]
+    for folder, pages in (
+        ("a", good_pdf_pages(extra=[wrapped])),
+        ("b", good_pdf_pages(extra=["1. " + SAMPLED])),
+    ):
+        report = validate_zip(submission_zip(tmp_path / folder, nb=_printing(SAMPLED), pages=pages))
+        assert report.ok, report.format()
+
+
+@pytest.mark.parametrize(
+    ("printed", "pdf_line"),
+    [
+        ("nothing of the kind", SAMPLED),  # the PDF shows it but the run never printed it
+        (SAMPLED, SAMPLED + " and where $x \\in R^d$ holds"),  # printed text beside an unrendered equation
+        ("cost $", "the cost $x^2$ grows"),  # a lone "$" in an output exempts no other "$"
+    ],
+)
+def test_only_what_the_run_printed_is_exempt(tmp_path: Path, printed: str, pdf_line: str) -> None:
+    report = validate_zip(
+        submission_zip(tmp_path, nb=_printing(printed), pages=good_pdf_pages(extra=[pdf_line]))
+    )
+    assert failed_titles(report) == ["equations rendered (no raw $ or LaTeX commands in the text)"]
+
+
 def test_placeholder_ids_warn_by_default_and_fail_under_strict(tmp_path: Path) -> None:
     zip_path = submission_zip(tmp_path, ids=("123456789", "987654321"))
     standard = validate_zip(zip_path)
@@ -208,14 +250,25 @@ def test_the_placeholder_marker_fails_under_strict(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("profile", "standard", "strict"), [("quick", WARN, "fail"), ("full", OK, OK)])
+@pytest.mark.parametrize(
+    ("parameters", "standard", "strict"),
+    [
+        ({"profile": "quick", "lr": 0.005}, WARN, "fail"),
+        ({"profile": "full", "lr": 0.005}, OK, OK),
+        ({"profile": "full", "epochs": 4, "max_train_batches": None, "max_eval_batches": None}, OK, OK),
+        # a draft is what was run, not the profile's name
+        ({"profile": "full", "epochs": 4, "max_train_batches": 150}, WARN, "fail"),
+        ({"profile": "full", "epochs": 1}, WARN, "fail"),
+        ({"profile": "full", "max_eval_batches": 2}, WARN, "fail"),
+    ],
+)
 def test_a_draft_build_is_refused_under_strict(
-    tmp_path: Path, profile: str, standard: str, strict: str
+    tmp_path: Path, parameters: dict, standard: str, strict: str
 ) -> None:
     nb = executed_notebook()
-    nb.metadata["papermill"]["parameters"] = {"profile": profile, "lr": 0.005}
+    nb.metadata["papermill"]["parameters"] = parameters
     zip_path = submission_zip(tmp_path, nb=nb)
-    title = "built with the full profile (not a DRAFT)"
+    title = "trained as the full profile does (not a DRAFT)"
     assert [c.status for c in validate_zip(zip_path).checks if c.title == title] == [standard]
     assert [c.status for c in validate_zip(zip_path, strict=True).checks if c.title == title] == [strict]
 
@@ -281,3 +334,27 @@ def test_equations_typeset_by_xelatex_pass_and_verbatim_latex_fails(tmp_path: Pa
         assert report.ok is should_pass, report.format()
         if not should_pass:
             assert failed_titles(report) == ["equations rendered (no raw $ or LaTeX commands in the text)"]
+
+
+def test_validate_says_in_one_line_what_is_wrong_with_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "submission.toml"
+    config.write_bytes('[[students]]\nname = "שרה"\n'.encode("cp1255"))
+    assert main([str(submission_zip(tmp_path / "dist")), "--config", str(config)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "save it as UTF-8" in warnings[0]
+
+
+def test_a_name_is_literal_text_even_where_the_pdf_moves_a_space_at_a_direction_change(
+    tmp_path: Path,
+) -> None:
+    # pypdf gave the cover's "יעל $mith ..." as "יעל$ mith ...": the space moved to the run's other side
+    # (the fixture's PDF fonts have no Hebrew, so Latin letters stand in for the right-to-left run)
+    name = "Yael $mith \\frac{1}{2} 50%"
+    extracted = "Name 123456782 Yael$ mith \\frac{1}{2} 50% b+hw3@campus.technion.ac.il"
+    zip_path = submission_zip(tmp_path, pages=good_pdf_pages(extra=[extracted]))
+    assert validate_zip(zip_path, literal_text=[name]).ok
+    assert failed_titles(validate_zip(zip_path)) == [
+        "equations rendered (no raw $ or LaTeX commands in the text)"
+    ]

@@ -26,6 +26,7 @@ from hw3.download import sha256_file
 from hw3.files import write_json_atomic
 from hw3tools.repo import git_state
 
+from hw3build.draft import draft_reasons
 from hw3build.report.latex import REQUIRED_TOOLS
 from hw3build.submission.config import SubmissionConfig
 
@@ -120,10 +121,14 @@ def collect_record(
     key; ``metrics`` the notebook's metrics.json (device and data fingerprint come from it); ``data_dir``
     the WikiText-2 folder the run used (its files are hashed; default: the config's)."""
     metrics = metrics or {}
+    reasons = draft_reasons(
+        metrics.get("profile", config.profile), metrics.get("hparams") or config.hparams.to_dict()
+    )
     record = {
         "schema": RECORD_SCHEMA,
         "profile": config.profile,
-        "draft": config.profile != "full",
+        "draft": bool(reasons),
+        "draft_reasons": reasons,
         "students": [{"name": s.name, "email": s.email, "id": s.id} for s in config.students],
         "placeholders": config.has_placeholders,
         "warnings": list(config.warnings),

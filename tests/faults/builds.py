@@ -47,7 +47,7 @@ class Project:
     def zip(self) -> Path:
         return self.build_dir / "dist" / f"ece046211_hw3_{ID1}_{ID2}.zip"
 
-    def env(self, failpoint: str | None = None) -> dict[str, str]:
+    def env(self, failpoint: str | None = None, action: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HW3_FAILPOINT", "SOURCE_DATE"))}
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "code"), env.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
@@ -56,6 +56,8 @@ class Project:
         if failpoint is not None:
             env["HW3_FAILPOINT"] = failpoint
             env["HW3_FAILPOINT_FILE"] = str(self.logs / "paused.pid")
+        if action is not None:
+            env["HW3_FAILPOINT_ACTION"] = action
         return env
 
     def command(self, *extra: str) -> list[str]:
@@ -64,17 +66,21 @@ class Project:
             str(self.build_dir), "--data-dir", str(self.data_dir), "--lock-timeout", "0", *extra,
         ]  # fmt: skip
 
-    def start(self, *extra: str, failpoint: str | None = None, log: str = "build.log") -> subprocess.Popen:
+    def start(
+        self, *extra: str, failpoint: str | None = None, action: str | None = None, log: str = "build.log"
+    ) -> subprocess.Popen:
         """A build in its own process group (so a kill reaches everything it started)."""
         (self.logs / "paused.pid").unlink(missing_ok=True)
         out = open(self.logs / log, "w")  # noqa: SIM115 - the child writes it; closed with the process
         return subprocess.Popen(
-            self.command(*extra), cwd=REPO, env=self.env(failpoint), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.command(*extra), cwd=REPO, env=self.env(failpoint, action), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
-    def build(self, *extra: str, log: str = "rebuild.log") -> tuple[int, str]:
-        proc = self.start(*extra, log=log)
+    def build(
+        self, *extra: str, failpoint: str | None = None, action: str | None = None, log: str = "rebuild.log"
+    ) -> tuple[int, str]:
+        proc = self.start(*extra, failpoint=failpoint, action=action, log=log)
         try:
             code = proc.wait(timeout=BUILD_TIMEOUT_S)
         finally:

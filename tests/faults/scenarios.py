@@ -14,6 +14,17 @@ AFTER_A_KILL = (
 )
 
 
+AFTER_INTERRUPT = (
+    "the build exits non-zero saying the execute stage was interrupted; the partial run kept as "
+    "`failed-<key>`; the kernel gone; the cached run and the previous zip unchanged; nothing left behind; "
+    "the rebuild reuses the cached run"
+)
+AFTER_DISK_FULL = (
+    "one `ERROR:` line naming the stage and ENOSPC, no traceback; the previous zip and the cached run "
+    "unchanged; the rebuild succeeds, reuses the run, validates and leaves nothing behind"
+)
+
+
 @dataclass(frozen=True)
 class Row:
     id: str
@@ -40,6 +51,7 @@ ROWS = (
         "SIGKILL while the theory checks run (their inputs changed)",
         AFTER_A_KILL + "; the checks run again",
     ),
+    Row("kill-record", "SIGKILL at the start of the record stage", AFTER_A_KILL),
     Row("kill-report", "SIGKILL at the start of the report stage", AFTER_A_KILL),
     Row("kill-latexmk", "SIGKILL with the report's TeX folder written, as latexmk starts", AFTER_A_KILL),
     Row("kill-zip", "SIGKILL at the start of the zip stage", AFTER_A_KILL),
@@ -48,6 +60,31 @@ ROWS = (
         "SIGKILL with the new zip written in dist/.staging, before validation and rename",
         AFTER_A_KILL,
     ),
+    Row("kill-validate", "SIGKILL at the start of the validate stage", AFTER_A_KILL),
+    Row(
+        "kill-recovery",
+        "SIGKILL inside recovery (a finished run caught between its two renames, as a killed publish "
+        "leaves it; the build killed after recovery's first step)",
+        "previous zip byte-identical; the rebuild finishes the recovery (the leftover old run removed), "
+        "reuses the finished run and leaves nothing behind",
+    ),
+    Row(
+        "sigint-execute",
+        "Ctrl-C (SIGINT to the build's process group) during execution (`--force`, the kernel alive)",
+        AFTER_INTERRUPT,
+    ),
+    Row(
+        "sigterm-execute",
+        "SIGTERM to the build during execution (`--force`, the kernel alive)",
+        AFTER_INTERRUPT,
+    ),
+    Row(
+        "enospc-execute",
+        "disk full (ENOSPC) while a finished run moves in (`--force`, between its two renames)",
+        AFTER_DISK_FULL + "; the old run put back; the message says to free disk space",
+    ),
+    Row("enospc-report", "disk full (ENOSPC) in the report stage, as latexmk starts", AFTER_DISK_FULL),
+    Row("enospc-zip", "disk full (ENOSPC) in the zip stage, the new zip staged", AFTER_DISK_FULL),
     Row(
         "two-builds",
         "two builds started together",
@@ -66,17 +103,32 @@ ROWS = (
         "previous zip byte-identical; nothing left behind",
     ),
     Row(
+        "printed-dollar",
+        "a run whose sampled sentence holds `$ 1 @,@ 000` and `\\frac` (as WikiText-2's text can)",
+        "the build (report, zip, its validation) succeeds; the PDF shows the sentence as printed; "
+        "`validate` passes",
+    ),
+    Row(
         "same-bytes",
         "two builds of the same commit and config on the same cached run",
         "byte-identical zips (the PDF and notebook carry no clock time or duration of the build)",
     ),
     Row(
         "hostile-names",
-        "38 hostile or non-Latin names (Hebrew, Arabic, Cyrillic, Greek, CJK, accented Latin, mixed "
-        "directions, LaTeX/Markdown/Python specials), each built into a report",
+        "44 hostile or non-Latin names (Hebrew, Arabic, Cyrillic, Greek, CJK, accented Latin, mixed "
+        "directions, LaTeX/Markdown/Python specials, TeX ligature pairs such as `''` and `,,`), with "
+        "e-mails holding `+`, each built into a report (the notebook's header, a stub run)",
         "each name accepted by the config and the pre-flight check; the report builds with no missing "
-        "glyph; pdftotext gives each name as typed, in reading order, on the cover and in the notebook; "
-        "the PDF's author field holds the names",
+        "glyph; pdftotext gives each name as typed, in reading order, on the cover and in the notebook, "
+        "and each e-mail on the cover; the PDF's author field holds the names",
+    ),
+    Row(
+        "hostile-students-build",
+        "the whole build (cached run, report, zip, validation) for students with ligature pairs, `$`, "
+        "`\\frac`, `%`, right-to-left names, names of 73 characters and e-mails of 64 characters before "
+        "the @ (with `+`)",
+        "the build and `validate` pass; pdftotext gives each name as typed and each e-mail on the cover; "
+        "no word of the cover runs past the page's side margins",
     ),
     Row(
         "notebook-alone",

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 from builds import Project, assert_nothing_left_behind, kill, processes_in
+from hw3build.report.theory import theory_inputs_key
 from hw3build.submission.validate import validate_zip
+
+THEORY_REUSED = "reused: the checks' inputs are unchanged"  # hw3build.build's note for the theory stage
 
 
 def run_keys(project: Project) -> list[str]:
@@ -95,7 +98,11 @@ def test_killed_while_the_theory_checks_run(project: Project) -> None:
         return any("hw3build.report.theory" in _cmdline(pid) for pid in _pids())
 
     output = killed_then_rebuilt(project, None, wait_for=checks_running)
-    assert "hw3 sources unchanged" not in output  # the checks ran again, to the end
+    assert THEORY_REUSED not in output  # the checks ran again, to the end
+    key = (project.build_dir / "theory" / ".inputs-sha256").read_text().strip()
+    assert key == theory_inputs_key()
+    code, again = project.build(log="again.log")
+    assert code == 0 and THEORY_REUSED in again  # the string is the one the build prints
 
 
 @pytest.mark.reliability("kill-report")

@@ -8,7 +8,10 @@ Inputs, and why each is (or is not) part of the key:
     hyper-parameters normalised by ``HParams``), without ``out_dir`` and ``data_dir`` (where files go or
     come from does not change them; the data's content is hashed instead);
   - the data: sha256 of the three WikiText-2 files;
-  - the environment: Python and torch versions, device kind (``cpu`` + machine, or ``cuda`` + GPU name).
+  - the environment, measured by the interpreter of the kernel the notebook runs in (a user-level
+    kernelspec may name another Python, with another torch): Python and torch versions, device kind
+    (``cpu`` + machine, or ``cuda`` + GPU name) and whether it computes in bf16 (``precision = "auto"``
+    trains in bf16 exactly when it does, which changes every number).
 Theory files, report templates and anything outside the notebook are never read, so editing them keeps
 the key.
 """
@@ -17,14 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import sys
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from hw3.download import sha256_file
 
+from hw3build.errors import BuildError
 from hw3build.notebook.schema import INJECTED_PARAMETERS_TAG, LOCATION_PARAMETERS, PARAMETERS_TAG, cell_tags
 
 KEY_LENGTH = 16  # hex digits of sha256 kept in the run folder's name
@@ -51,30 +55,72 @@ def data_file_hashes(folder: Path) -> dict[str, str]:
     return {name: sha256_file(folder / name) for name in DATA_FILES}
 
 
-def device_kind(device: str = "auto") -> str:
-    """What the notebook will run on: ``cuda: <GPU name>`` or ``cpu: <machine>``.
+# Run by the kernel's interpreter: the same decisions the notebook makes (hw3.train.precision_choice,
+# the notebook's device choice), with nothing of this package imported.
+FINGERPRINT_SCRIPT = r"""
+import json, platform, sys
+import torch
+device = sys.argv[1]
+use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+if use_cuda and torch.cuda.is_available():
+    kind = "cuda: " + torch.cuda.get_device_name(0)
+    bf16 = bool(torch.cuda.is_bf16_supported())
+elif use_cuda:
+    kind, bf16 = "cuda: unavailable", False
+else:
+    kind = "cpu: " + platform.machine()
+    try:
+        bf16 = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        bf16 = False
+print(json.dumps({
+    "python": platform.python_version(),
+    "implementation": sys.implementation.name,
+    "torch": torch.__version__,
+    "device_kind": kind,
+    "bf16": bf16,
+}))
+"""
+FINGERPRINT_TIMEOUT_S = 300
 
-    ``device`` is the notebook parameter (``auto`` = CUDA when available, as the notebook decides).
-    """
-    import torch
 
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)}"
-    if use_cuda:
-        return "cuda: unavailable"  # the notebook will fail; the key still differs from a CPU run
-    return f"cpu: {platform.machine()}"
+class KernelEnvironmentError(BuildError, RuntimeError):
+    """The kernel's interpreter could not say what it runs (no torch, or it does not start)."""
 
 
-def environment_fingerprint(device: str = "auto") -> dict[str, str]:
-    import torch
+def kernel_command(kernel_name: str) -> tuple[list[str], dict[str, str]]:
+    """The interpreter command of the kernelspec ``kernel_name`` (its argv before ``-m``) and its env."""
+    from jupyter_client.kernelspec import KernelSpecManager
 
-    return {
-        "python": platform.python_version(),
-        "implementation": sys.implementation.name,
-        "torch": torch.__version__,
-        "device_kind": device_kind(device),
-    }
+    spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    argv = list(spec.argv)
+    command = argv[: argv.index("-m")] if "-m" in argv else argv[:1]
+    return command, dict(spec.env or {})
+
+
+def environment_fingerprint(device: str = "auto", kernel_name: str = "python3") -> dict[str, Any]:
+    """What the notebook's kernel runs: measured by the kernel's own interpreter (see the module doc)."""
+    command, spec_env = kernel_command(kernel_name)
+    env = {**os.environ, **spec_env}
+    try:
+        done = subprocess.run(
+            [*command, "-c", FINGERPRINT_SCRIPT, device],
+            capture_output=True, text=True, env=env, timeout=FINGERPRINT_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KernelEnvironmentError(
+            f"the kernel {kernel_name!r} ({' '.join(command)}) does not start: {exc}"
+        ) from None
+    try:
+        if done.returncode != 0:
+            raise ValueError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    except (ValueError, IndexError) as exc:
+        raise KernelEnvironmentError(
+            f"the kernel {kernel_name!r} ({' '.join(command)}) cannot run the notebook: {exc}; "
+            "install the project's requirements into that Python, or remove the user's kernelspec "
+            "(jupyter kernelspec list)"
+        ) from None
 
 
 def key_inputs(

@@ -18,10 +18,13 @@
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +129,7 @@ def execute_notebook(
         progress_bar, log_output, cell_timeout, training_timeout, require_metrics, kernel_name
     )
     rendered = nbformat.read(nb_path, as_version=4)
-    plan = plan_run(rendered, parameters, data_dir)
+    plan = plan_run(rendered, parameters, data_dir, kernel_name)
     if on_key is not None:
         on_key(plan.key, plan.inputs)
     _setup_logging()
@@ -140,7 +143,7 @@ def execute_notebook(
     if hit:
         log.info("cache hit: %s", final)
     else:
-        if final.exists() and problem is not None:
+        if (final.exists() or final.is_symlink()) and problem is not None:
             log.warning("the cached run %s is damaged (%s): running it again", final.name, problem)
         _explain_miss(run_root, plan.inputs)
         _run(nb_path, plan, run_root, options)
@@ -152,7 +155,10 @@ def execute_notebook(
 
 # ------------------------------------------------------------------------------------------------ plan
 def plan_run(
-    rendered: nbformat.NotebookNode, parameters: dict[str, Any], data_dir: str | Path | None
+    rendered: nbformat.NotebookNode,
+    parameters: dict[str, Any],
+    data_dir: str | Path | None,
+    kernel_name: str = KERNEL_NAME,
 ) -> RunPlan:
     """The effective parameters (``out_dir`` is the run folder, ``"."``), the data folder and the key."""
     if "out_dir" in parameters:
@@ -171,9 +177,9 @@ def plan_run(
 
         folder = Path(wikitext2_dir(data_dir)).resolve()  # verified against the published hashes
         data = cache.data_file_hashes(folder)
-    inputs = cache.key_inputs(
-        rendered, effective, data, cache.environment_fingerprint(effective.get("device", "auto"))
-    )
+    ensure_kernelspec(kernel_name)
+    environment = cache.environment_fingerprint(effective.get("device", "auto"), kernel_name)
+    inputs = cache.key_inputs(rendered, effective, data, environment)
     return RunPlan(effective, folder, inputs, cache.cache_key(inputs))
 
 
@@ -196,16 +202,43 @@ def _run(nb_path: Path, plan: RunPlan, run_root: Path, options: RunOptions) -> N
     work = runs.start(run_root, plan.key, plan.inputs)
     executed_path = work / EXECUTED_NAME
     try:
-        raised = _papermill(nb_path, executed_path, plan, options)
-    except KeyboardInterrupt:  # Ctrl-C: keep what ran for inspection, leave the good runs alone
-        runs.move_to_failed(work, plan.key)
+        with terminate_as_interrupt():
+            raised = _papermill(nb_path, executed_path, plan, options)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what ran for inspection, leave the good runs alone
+        failed = runs.move_to_failed(work, plan.key)
+        log.warning("interrupted: the partial run is kept in %s; the cached runs are unchanged", failed)
         raise
     failure, message = _outcome(work, raised, options.require_metrics)
     if message is not None:
         _fail(work, plan.key, failure, message, raised)
-    executed = nbformat.read(executed_path, as_version=4)
-    write_atomic(executed_path, nbformat.writes(scrub_local_paths(executed)) + "\n")
-    runs.publish(work, run_root / plan.key)
+    try:
+        executed = nbformat.read(executed_path, as_version=4)
+        write_atomic(executed_path, nbformat.writes(scrub_local_paths(executed)) + "\n")
+        runs.publish(work, run_root / plan.key)
+    except OSError as exc:  # e.g. the disk filled up: the finished run cannot be saved whole
+        failed = runs.move_to_failed(work, plan.key) if work.exists() else None
+        raise ExecutionFailed(
+            f"the finished run could not be saved ({exc.strerror or exc}): free some disk space and build "
+            f"again; the cached runs are unchanged" + (f"; this run is kept in {failed}" if failed else "")
+        ) from exc
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a ``kill``, a closed terminal's session manager) handled as Ctrl-C while the notebook runs,
+    so both take the same path: the kernel is shut down and the partial run kept as ``failed-<key>``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _papermill(nb_path: Path, executed_path: Path, plan: RunPlan, options: RunOptions) -> Exception | None:

@@ -33,6 +33,7 @@ from hw3.files import write_atomic
 from hw3tools.repo import TEMPLATES_DIR
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from hw3build.draft import is_draft
 from hw3build.errors import BuildError
 from hw3build.notebook.inline import InlineError, Inliner, check_self_contained, defined_names
 from hw3build.notebook.schema import PARAMETERS_TAG, SUPPORT_TAG, has_tag, template_globals
@@ -151,7 +152,7 @@ def render_text(config: Any, template_dir: Path = TEMPLATE_DIR, template_name: s
         "students": students,
         "has_placeholders": any(s["placeholder"] for s in students),
         "profile": config.profile,
-        "draft": config.profile != "full",
+        "draft": is_draft(config.profile, hparams.to_dict()),
         "hparams": hparams,
         "parameters_source": parameters_source(notebook_parameters(config)),
         "inline": inliner.code,

@@ -64,15 +64,15 @@ def latest_inputs(run_root: Path) -> dict[str, Any] | None:
         return None
 
 
-def run_problem(folder: Path, require_metrics: bool = True) -> str | None:
-    """Why ``folder`` is not a finished, intact, successful run (one line), or None when it is one."""
-    if not folder.is_dir():
+def run_problem(folder: Path, require_metrics: bool = True, key: str | None = None) -> str | None:
+    """Why ``folder`` is not a finished, intact, successful run (of ``key``, default: the folder's name),
+    in one line, or None when it is one."""
+    if not folder.is_symlink() and not folder.is_dir():
         return "no such run"
-    problem = manifest_problem(folder)
+    required = (EXECUTED_NAME, METRICS_NAME) if require_metrics else (EXECUTED_NAME,)
+    problem = manifest_problem(folder, key if key is not None else folder.name, required)
     if problem is not None:
         return problem
-    if require_metrics and not (folder / METRICS_NAME).is_file():
-        return f"no {METRICS_NAME}"
     try:
         failure = find_failure(nbformat.read(folder / EXECUTED_NAME, as_version=4))
     except Exception as exc:  # nbformat raises several types for a bad file
@@ -83,19 +83,32 @@ def run_problem(folder: Path, require_metrics: bool = True) -> str | None:
 def publish(work: Path, final: Path) -> None:
     """Seal the finished run ``work`` with its manifest (written last: its presence says the run is
     complete) and move it to ``final``; an older run there is removed only afterwards."""
-    write_manifest(work)
+    write_manifest(work, final.name)  # the run's key: its folder's name
     old = final.with_name(f"{OLD_PREFIX}{final.name}-{os.getpid()}")
-    if final.exists():
+    if final.exists() or final.is_symlink():
         os.replace(final, old)
-    failpoint("execute:publish")
-    os.replace(work, final)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        failpoint("execute:publish")
+        os.replace(work, final)
+    except BaseException:  # the new run is not in place: the old one goes back
+        if old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
+    remove(old)
+
+
+def remove(path: Path) -> None:
+    """Remove a run folder, or a symbolic link in its place (never what the link points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def move_to_failed(work: Path, key: str) -> Path:
     """Keep a failed run's folder (its partial notebook) as ``failed-<key>``, replacing an older failure."""
     failed = work.parent / f"{FAILED_PREFIX}{key}"
-    shutil.rmtree(failed, ignore_errors=True)
+    remove(failed)
     os.replace(work, failed)
     return failed
 
@@ -116,18 +129,17 @@ def recover(run_root: Path) -> list[str]:
         return notes
     for prefix in (TMP_PREFIX, OLD_PREFIX):
         for folder in sorted(run_root.glob(f"{prefix}*")):
-            final = run_root / _key_of(folder.name, prefix)
-            if not final.exists() and folder.is_dir() and run_problem(folder) is None:
+            key = _key_of(folder.name, prefix)
+            final = run_root / key
+            if not final.exists() and not final.is_symlink() and run_problem(folder, key=key) is None:
                 os.replace(folder, final)
                 notes.append(
                     f"recovered the finished run {final.name} (a build was stopped while moving it in)"
                 )
             else:
-                if folder.is_dir():
-                    shutil.rmtree(folder)
-                else:
-                    folder.unlink()
+                remove(folder)
                 notes.append(f"removed {folder.name} (left by a build that was stopped)")
+            failpoint("recover")
     for leftover in sorted(run_root.glob("*/.*.tmp")):  # an interrupted atomic write inside a run folder
         leftover.unlink()
         notes.append(f"removed {leftover.relative_to(run_root)} (an interrupted write)")

@@ -91,10 +91,15 @@ _LATEX_SPECIALS = {
 STRAIGHT_DOUBLE_QUOTE = _LATEX_SPECIALS['"']
 
 
+# TeX's ligatures (the main font's Ligatures=TeX) turn these pairs into other characters: "--" an en
+# dash, "''" a closing double quote, ",," a low double quote, "!`" an inverted exclamation mark.
+TEX_LIGATURE_PAIRS = frozenset({"--", "''", "``", ",,", "!`", "?`"})
+
+
 def _escape_chars(text: str) -> str:
-    # "--" would print as an en dash (TeX ligature): "-{}" keeps each hyphen a hyphen.
+    # "{}" between the two characters of a ligature pair keeps each character as typed.
     return "".join(
-        "-{}" if char == "-" and text[i + 1 : i + 2] == "-" else _LATEX_SPECIALS.get(char, char)
+        _LATEX_SPECIALS.get(char, char) + ("{}" if text[i : i + 2] in TEX_LIGATURE_PAIRS else "")
         for i, char in enumerate(text)
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import nbformat
 
+from hw3build.draft import is_draft
 from hw3build.notebook.schema import answer_keys
 from hw3build.report.latex import escape_latex
 from hw3build.report.support_index import support_index
@@ -45,9 +46,11 @@ _LABEL = re.compile(r"\\label\{ans:([^}]+)\}")
 
 def cover_context(metrics: Mapping[str, Any], config: Any, epoch: int) -> dict[str, Any]:
     """The cover: students (placeholders marked), date of the run, profile, test perplexity."""
-    # The run's own profile is the truth about what was trained; either one saying "quick" makes a draft.
+    # What the run trained (its own profile and hyper-parameters) decides a draft (hw3build.draft).
     profile = str(metrics.get("profile") or getattr(config, "profile", "full"))
-    draft = "quick" in (profile, getattr(config, "profile", None))
+    configured = getattr(config, "hparams", None)
+    hparams = metrics.get("hparams") or (configured.to_dict() if configured is not None else {})
+    draft = is_draft(profile, hparams) or is_draft(getattr(config, "profile", None), {})
     students = []
     for student in config.students:
         fields = getattr(student, "placeholder_fields", ())
@@ -59,7 +62,7 @@ def cover_context(metrics: Mapping[str, Any], config: Any, epoch: int) -> dict[s
     return {
         "draft": draft,
         "profile": profile,
-        "profile_line": "quick (DRAFT, not the submission)" if draft else f"{profile} (submission)",
+        "profile_line": f"{profile} (DRAFT, not the submission)" if draft else f"{profile} (submission)",
         "date": datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%-d %B %Y"),
         "students": students,
         "has_placeholders": any(s["placeholder"] for s in students),

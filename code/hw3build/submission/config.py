@@ -31,6 +31,14 @@ TOP_LEVEL_KEYS = ("profile", "device", "data_dir", "students", "hparams")
 STUDENT_KEYS = ("name", "email", "id")
 CAMPUS_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@campus\.technion\.ac\.il")
 NAME_MAX_CHARS = 80
+# The longest word of a name the cover's name column holds without breaking it (words wrap at spaces).
+NAME_WORD_MAX_CHARS = 18
+# RFC 5321 limits the part before the @ to 64 characters; the cover breaks an address only after . or @.
+EMAIL_LOCAL_MAX_CHARS = 64
+# NumPy's legacy seeding (np.random.seed, hw3.train) takes 0 <= seed < 2**32; HParams allows up to 2**63-1.
+SEED_LIMIT = 2**32
+# A name must print something: at least one letter (Unicode category L*), e.g. not only a filler.
+INVISIBLE_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")  # Hangul fillers, category Lo but blank
 # Characters a name never needs and that can do harm: line and paragraph breaks (a newline in a name once
 # added a code cell to the notebook), the bidi controls that reorder what follows them on screen (Trojan
 # Source), and code points that print nothing. Names are NFC-normalised first, so a decomposed accent
@@ -146,10 +154,20 @@ def load_config(path: str | Path, profile: str | None = None) -> SubmissionConfi
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: config file not found (copy submission.toml from the repository)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Notepad writes one) is not part of the TOML
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02X} on line {line}; an editor saved it in "
+            "another encoding, e.g. Windows-1255): save it as UTF-8 and build again"
         ) from None
     try:
         raw = tomllib.loads(text)
@@ -186,6 +204,11 @@ def parse_config(
         hparams = HParams.from_dict({**base.to_dict(), **overrides})
     except ValueError as exc:  # HParams names the field and its allowed range
         raise ConfigError(f"{where}: [hparams] {exc}") from None
+    if hparams.seed >= SEED_LIMIT:
+        raise ConfigError(
+            f"{where}: [hparams] seed={hparams.seed} must be below 2**32 = {SEED_LIMIT} "
+            "(NumPy's seeding, which the notebook calls, accepts no larger seed)"
+        )
 
     warnings = []
     config_name = path.name if path is not None else "submission.toml"  # no local path in the report
@@ -219,7 +242,13 @@ def _parse_data_dir(value: Any, path: Path | None, where: str) -> Path | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: data_dir must be a string (a folder path), got {value!r}")
-    folder = Path(value).expanduser()
+    try:
+        folder = Path(value).expanduser()
+    except RuntimeError:  # "~user/..." for a user this machine does not have
+        raise ConfigError(
+            f"{where}: data_dir={value!r}: {value.split('/', 1)[0]} is not a user of this machine; "
+            "write the folder's full path"
+        ) from None
     if not folder.is_absolute() and path is not None:
         folder = path.resolve().parent / folder  # relative to the config file, not to the current directory
     return folder
@@ -243,8 +272,15 @@ def _parse_students(value: Any, where: str) -> tuple[Student, Student]:
         name, email, id_number = entry["name"], entry["email"], entry["id"]
         name = check_name(name, f"{where}: {key}.name")
         if not isinstance(email, str) or not CAMPUS_EMAIL.fullmatch(email.strip()):
+            shown = email if not isinstance(email, str) or len(email) <= 100 else email[:60] + "..."
             raise ConfigError(
-                f"{where}: {key}.email={email!r} is not a campus address (expected <user>@campus.technion.ac.il)"
+                f"{where}: {key}.email={shown!r} is not a campus address (expected <user>@campus.technion.ac.il)"
+            )
+        local = email.strip().split("@", 1)[0]
+        if len(local) > EMAIL_LOCAL_MAX_CHARS:
+            raise ConfigError(
+                f"{where}: {key}.email has {len(local)} characters before the @; an address has at most "
+                f"{EMAIL_LOCAL_MAX_CHARS} (RFC 5321): a typo?"
             )
         if not isinstance(id_number, str):
             raise ConfigError(
@@ -287,5 +323,15 @@ def check_name(value: Any, where: str) -> str:
     if len(name) > NAME_MAX_CHARS:
         raise ConfigError(
             f"{where} has {len(name)} characters; at most {NAME_MAX_CHARS} (it prints on the cover)"
+        )
+    if not any(unicodedata.category(c).startswith("L") and c not in INVISIBLE_LETTERS for c in name):
+        raise ConfigError(
+            f"{where} = {name!r} has no visible letter, so the cover would print a blank: write the name"
+        )
+    longest = max(name.split(), key=len)
+    if len(longest) > NAME_WORD_MAX_CHARS:
+        raise ConfigError(
+            f"{where} holds a word of {len(longest)} characters ({longest[:20]}...); at most "
+            f"{NAME_WORD_MAX_CHARS} (the cover breaks a name only at its spaces)"
         )
     return name

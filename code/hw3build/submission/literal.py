@@ -70,6 +70,17 @@ def markdown_literal(value: object) -> str:
     """``value`` as Markdown that shows exactly these characters, in their reading order."""
     return directional(
         str(value),
-        escape=lambda text: _MARKDOWN_SPECIAL.sub(r"\\\1", text),
+        escape=_markdown_escape,
         rtl=lambda text: f'<span dir="rtl">{text}</span>',
     )
+
+
+def _markdown_escape(text: str) -> str:
+    """Every punctuation character backslash-escaped, and an empty span between the two characters of a
+    TeX ligature pair pandoc leaves together (``''`` would print as a closing double quote, ``,,`` as a low
+    one): pandoc writes the span as ``{}``, which keeps them apart; Jupyter shows nothing for it."""
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+    return _LIGATURE_PAIR.sub(r"\1<span></span>", escaped)
+
+
+_LIGATURE_PAIR = re.compile(r"(\\(['`,]))(?=\\\2)")

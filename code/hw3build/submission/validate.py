@@ -22,6 +22,7 @@ from pathlib import Path
 
 import nbformat
 
+from hw3build.draft import draft_reasons
 from hw3build.submission.assignment import HEADINGS as ASSIGNMENT_HEADINGS
 from hw3build.submission.assignment import ZIP_NAME, submission_members
 from hw3build.submission.bounded import (
@@ -174,8 +175,9 @@ def check_files(
         if notebook_bytes is not None
         else ""
     )
+    printed = _printed_by_the_run(notebook_bytes) if notebook_bytes is not None else ""
     pdf_text = (
-        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text), limits)
+        _check_pdf(report, pdf_bytes, expected[1], tuple(literal_text), printed, limits)
         if pdf_bytes is not None
         else ""
     )
@@ -239,15 +241,18 @@ def _check_notebook(
     report.expect(not malformed, "papermill metadata well-formed", "; ".join(malformed))
     exception = papermill.get("exception")
     report.expect(not exception, "papermill recorded no exception", "metadata.papermill.exception is set")
-    profile = papermill["parameters"].get("profile")
-    if profile is not None:  # known only for notebooks papermill ran
-        if profile == "full":
-            report.add(OK, "built with the full profile (not a DRAFT)")
+    parameters = papermill["parameters"]
+    if parameters.get("profile") is not None:  # known only for notebooks papermill ran
+        reasons = draft_reasons(parameters["profile"], parameters)
+        title = "trained as the full profile does (not a DRAFT)"
+        if not reasons:
+            report.add(OK, title)
         else:
             report.add(
                 FAIL if strict else WARN,
-                "built with the full profile (not a DRAFT)",
-                f"built with profile {profile!r}, a DRAFT; rebuild with `invoke build --profile full`",
+                title,
+                f"a DRAFT: {'; '.join(reasons)}; rebuild with `invoke build --profile full` "
+                "and no max_*_batches or fewer epochs in [hparams]",
             )
     return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
 
@@ -310,9 +315,11 @@ def _check_pdf(
     data: bytes,
     name: str,
     literal_text: tuple[str, ...] = (),
+    printed: str = "",
     limits: Limits = DEFAULT_LIMITS,
 ) -> str:
-    """PDF rules; returns the extracted text."""
+    """PDF rules; returns the extracted text. ``printed``: what the run printed (:func:`_printed_by_the_run`),
+    literal text wherever the PDF shows it."""
     try:
         pages = read_pdf_pages(data, limits)
     except (Unreadable, LimitExceeded) as exc:
@@ -343,7 +350,12 @@ def _check_pdf(
             "Questions 1-3 then Tasks 1-5 expected",
         )
     markup = _without_literal_text(text, literal_text)
-    raw = [_context(markup, m.start()) for m in RAW_LATEX.finditer(markup)]
+    typed = _literal_spans(markup, literal_text)
+    raw = [
+        _context(markup, m.start())
+        for m in RAW_LATEX.finditer(markup)
+        if not _in_printed_text(markup, m, printed) and not any(a <= m.start() <= b for a, b in typed)
+    ]
     report.expect(
         not raw,
         "equations rendered (no raw $ or LaTeX commands in the text)",
@@ -363,6 +375,66 @@ def _check_placeholder_text(report: ValidationReport, text: str, strict: bool) -
         )
     else:
         report.add(OK, "no placeholder student data in the notebook or PDF")
+
+
+def _compact(text: str) -> str:
+    """``text`` as compared with what the run printed: no whitespace (the PDF wraps lines where the notebook
+    does not), ligatures expanded, TeX's typographic quotes read back as typed."""
+    text = unicodedata.normalize("NFKC", text).translate(_TEX_QUOTES)
+    return "".join(text.split())
+
+
+_TEX_QUOTES = {0x2019: "'", 0x2018: "`", 0x201D: "''", 0x201C: "``"}
+PRINTED_CONTEXT = 10  # characters around a $ or command that must match what the run printed
+
+
+def _printed_by_the_run(notebook: bytes) -> str:
+    """Every output the notebook's code printed (streams and plain-text results), :func:`_compact`-ed: the
+    run's text (sampled sentences, the data's words), which may hold ``$`` or backslashes as plain text."""
+    try:
+        nb = nbformat.reads(notebook.decode("utf-8"), as_version=4)
+    except Exception:  # a broken notebook fails its own check; nothing is exempt then
+        return ""
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = output.get("text") if output.get("output_type") == "stream" else None
+            text = text if text is not None else output.get("data", {}).get("text/plain", "")
+            texts.append(text if isinstance(text, str) else "".join(text))
+    return _compact("\n".join(texts))
+
+
+def _literal_spans(text: str, literal_text: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Where in ``text`` each literal string (a student's name) is, compared :func:`_compact`-ed: a PDF's
+    text may move a space at the edge of a right-to-left run, or wrap a long name."""
+    compact, origin = [], []
+    for index, char in enumerate(text):
+        for part in _compact(char):
+            compact.append(part)
+            origin.append(index)
+    joined = "".join(compact)
+    spans = []
+    for literal in literal_text:
+        wanted = _compact(literal)
+        start = joined.find(wanted) if wanted else -1
+        while start >= 0:
+            spans.append((origin[start], origin[start + len(wanted) - 1]))
+            start = joined.find(wanted, start + 1)
+    return spans
+
+
+def _in_printed_text(text: str, match: re.Match[str], printed: str) -> bool:
+    """Whether ``match`` (a ``$`` or a command in the PDF's text) is part of what the run printed: the
+    characters before or after it, read together with it, occur in the run's output."""
+    if not printed:
+        return False
+    token = _compact(match.group())
+    before = _compact(text[max(0, match.start() - 4 * PRINTED_CONTEXT) : match.start()])[-PRINTED_CONTEXT:]
+    after = _compact(text[match.end() : match.end() + 4 * PRINTED_CONTEXT])[:PRINTED_CONTEXT]
+    least = PRINTED_CONTEXT // 2  # a lone "$" is in any output that prints one: some context must match
+    return (len(before) >= least and before + token in printed) or (
+        len(after) >= least and token + after in printed
+    )
 
 
 def _without_literal_text(text: str, literal_text: tuple[str, ...]) -> str:
@@ -405,7 +477,8 @@ def _student_names(config_path: Path) -> tuple[str, ...]:
         return ()
     try:
         return tuple(student.name for student in load_config(config_path).students)
-    except ConfigError:
+    except ConfigError as exc:
+        print(f"warning: {exc}; the names are checked as any other text of the PDF", file=sys.stderr)
         return ()
 
 
