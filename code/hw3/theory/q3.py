@@ -31,6 +31,9 @@ BOUND_TOLERANCE = 1e-9
 BOUND_LAGS, BOUND_SLOPE, BOUND_DIM = 20, 0.5, 8
 # singular values of W in each regime: ||W||_2 < 1 (vanishing) and p s_min(W) > 1 (exploding)
 BOUND_REGIMES = {"vanishing": (0.5, 0.9), "exploding": (3.2, 4.0)}
+# W = a Q (every singular value a): with every u_s positive J = (a Q)^k, with every u_s negative
+# J = (p a Q)^k, so the upper, resp. the lower, bound holds with equality
+ATTAINED_SCALE = 1.5
 
 
 def leaky_relu(u: Tensor, p: float) -> Tensor:
@@ -173,14 +176,18 @@ def check_bptt(
     ]
 
 
-def jacobian_lower_rate(W: Tensor, p: float) -> float:
-    """The answer's lower rate: ``s_min(J_{t,t-k}) >= (p s_min(W))^k``."""
-    return p * float(torch.linalg.svdvals(W)[-1])
+def jacobian_lower_bound(W: Tensor, p: float, k: int) -> float:
+    """The answer's lower bound at lag k: ``s_min(J_{t,t-k}) >= (p s_min(W))^k``."""
+    return (p * float(torch.linalg.svdvals(W)[-1])) ** k
 
 
-def jacobian_upper_rate(W: Tensor, p: float) -> float:
-    """The answer's upper rate: ``||J_{t,t-k}||_2 <= ||W||_2^k``."""
-    return float(torch.linalg.svdvals(W)[0])
+def jacobian_upper_bound(W: Tensor, p: float, k: int) -> float:
+    """The answer's upper bound at lag k: ``||J_{t,t-k}||_2 <= ||W||_2^k``."""
+    return float(torch.linalg.svdvals(W)[0]) ** k
+
+
+Bound = Callable[[Tensor, float, int], float]
+Jacobian = Callable[[list[Tensor], Tensor, int, int, float], Tensor]
 
 
 def bound_matrix(singular_values: tuple[float, float], d: int, gen: torch.Generator) -> Tensor:
@@ -192,41 +199,66 @@ def bound_matrix(singular_values: tuple[float, float], d: int, gen: torch.Genera
 
 
 def check_jacobian_bounds(
-    lower_rate: Callable[[Tensor, float], float] = jacobian_lower_rate,
-    upper_rate: Callable[[Tensor, float], float] = jacobian_upper_rate,
+    lower: Bound = jacobian_lower_bound,
+    upper: Bound = jacobian_upper_bound,
+    jacobian: Jacobian = state_jacobian,
     lags: int = BOUND_LAGS,
     p: float = BOUND_SLOPE,
     d: int = BOUND_DIM,
     seed: int = SEED,
 ) -> list[Check]:
-    """``lower_rate^k <= s_min(J_{t,t-k})`` and ``||J_{t,t-k}||_2 <= upper_rate^k`` at every lag
-    k = 0..lags, in a vanishing and an exploding regime: each violation relative to its bound (0
-    when the bound holds). The lower bound is about the smallest singular value, so that is what is
-    compared: ``||J||_2`` can respect a wrong lower bound that ``s_min(J)`` breaks."""
+    """``lower(W, p, k) <= s_min(J_{t,t-k})`` and ``||J_{t,t-k}||_2 <= upper(W, p, k)`` at every
+    lag k = 0..lags, ``J`` by ``jacobian``: in a vanishing and an exploding regime each violation
+    relative to its bound (0 when the bound holds); and where the bound is attained (``W = a Q``,
+    Q orthogonal, every ``u_s`` positive for the upper bound, negative for the lower one) its
+    relative distance from the attained value, so that a true but looser bound fails too. The lower
+    bound is about the smallest singular value, so that is what is compared: ``||J||_2`` can respect
+    a wrong lower bound that ``s_min(J)`` breaks."""
     gen = torch.Generator().manual_seed(seed)
-    lower_worst, upper_worst, at_last_lag = 0.0, 0.0, {}
-    for regime, singular_values in BOUND_REGIMES.items():
+    worst = {"lower": 0.0, "upper": 0.0}
+    at_last_lag = {}
+    cases = [(regime, values, None) for regime, values in BOUND_REGIMES.items()]
+    cases += [
+        ("attained, u > 0", (ATTAINED_SCALE,) * 2, 1.0),
+        ("attained, u < 0", (ATTAINED_SCALE,) * 2, -1.0),
+    ]
+    for regime, singular_values, sign in cases:
         W = bound_matrix(singular_values, d, gen)
         x = torch.randn(lags, d, generator=gen, dtype=torch.float64)
         v0 = torch.randn(d, generator=gen, dtype=torch.float64)
         us, _ = rnn_forward(W, torch.eye(d, dtype=torch.float64), x, v0, p)
-        low, high = lower_rate(W, p), upper_rate(W, p)
+        if sign is not None:  # J depends on the u_s only through their signs
+            us = [torch.full((d,), sign, dtype=torch.float64)] * lags
         for k in range(lags + 1):
-            s = torch.linalg.svdvals(state_jacobian(us, W, lags, lags - k, p))
+            s = torch.linalg.svdvals(jacobian(us, W, lags, lags - k, p))
             s_max, s_min = float(s[0]), float(s[-1])
-            lower_worst = max(lower_worst, 1.0 - s_min / low**k)
-            upper_worst = max(upper_worst, s_max / high**k - 1.0)
+            low, high = float(lower(W, p, k)), float(upper(W, p, k))
+            worst["lower"] = max(worst["lower"], _violation(low, s_min))
+            worst["upper"] = max(worst["upper"], _violation(s_max, high))
+            if sign is not None:
+                side, bound, attained = (
+                    ("upper", high, s_max) if sign > 0 else ("lower", low, s_min)
+                )
+                gap = abs(bound / attained - 1.0)
+                worst[side] = max(worst[side], gap if math.isfinite(gap) else math.inf)
         at_last_lag[regime] = {
             "lag": lags,
             "s_min_J": s_min,
             "norm_J": s_max,
-            "lower": low**lags,
-            "upper": high**lags,
-            "p_smin_W": low,
-            "norm_W": high,
+            "lower": low,
+            "upper": high,
+            "p_smin_W": p * float(torch.linalg.svdvals(W)[-1]),
+            "norm_W": float(torch.linalg.svdvals(W)[0]),
         }
     details = {"p": p, "d": d, "lags": lags, "at_last_lag": at_last_lag}
     return [
-        Check("q3.2 lower bound", max(lower_worst, 0.0), BOUND_TOLERANCE, details),
-        Check("q3.2 upper bound", max(upper_worst, 0.0), BOUND_TOLERANCE, details),
+        Check("q3.2 lower bound", worst["lower"], BOUND_TOLERANCE, details),
+        Check("q3.2 upper bound", worst["upper"], BOUND_TOLERANCE, details),
     ]
+
+
+def _violation(small: float, large: float) -> float:
+    """How far ``small <= large`` fails, relative to ``large`` (0 when it holds; inf for NaN)."""
+    if not (math.isfinite(small) and math.isfinite(large)):
+        return math.inf
+    return max(small / large - 1.0, 0.0) if large > 0 else (math.inf if small > 0 else 0.0)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import sympy
@@ -240,6 +240,12 @@ def matrix_sum(tex: str, symbols: Symbols, sizes: Mapping[str, int]) -> torch.Te
     return total
 
 
+def matrix_product(tex: str, symbols: Symbols, env: Mapping[str, int]) -> torch.Tensor:
+    """Evaluates a printed product of matrices such as ``(D_tW)(D_{t-1}W)\\cdots(D_{\\tau+1}W)`` with
+    the subscripts' variables set by ``env``."""
+    return _product(_strip_spacing(tex), symbols, env)
+
+
 def _atom_matrix(match: re.Match[str], symbols: Symbols, env: Mapping[str, int]) -> torch.Tensor:
     name, sub = match["name"], match["sub"] or match["sub1"]
     if name is None or match["idx"]:
@@ -279,9 +285,10 @@ def _product(body: str, symbols: Symbols, env: Mapping[str, int]) -> torch.Tenso
     pieces, result, index = _groups(body), None, 0
     while index < len(pieces):
         piece = pieces[index]
-        if index + 2 < len(pieces) and pieces[index + 1] == r"\cdots":
-            factor = _ellipsis_product(piece, pieces[index + 2], symbols, env)
-            index += 3
+        run = _sequence_run(pieces, index)
+        if run:
+            factor = _sequence_product(pieces[index : index + run], symbols, env)
+            index += run
         elif piece.startswith("("):
             factor = _product(piece[1:-1], symbols, env)
             index += 1
@@ -298,6 +305,26 @@ def _product(body: str, symbols: Symbols, env: Mapping[str, int]) -> torch.Tenso
     return result
 
 
+def _sequence_run(pieces: Sequence[str], index: int) -> int:
+    """How many pieces from ``index`` form one product ``(X_a)(X_{a'})\\cdots(X_b)`` (0: none): every
+    piece up to ``\\cdots`` parenthesised and the same factor as the one after it."""
+    end = index
+    while end < len(pieces) and pieces[end].startswith("("):
+        end += 1
+    if end >= len(pieces) or pieces[end] != r"\cdots":
+        return 0
+    if end == index or end + 1 == len(pieces) or not pieces[end + 1].startswith("("):
+        raise FormulaError(r"\cdots must stand between two parenthesised factors")
+    pattern, _ = _one_subscript(pieces[end + 1])
+    for piece in pieces[index:end]:
+        try:
+            if _one_subscript(piece)[0] != pattern:
+                return 0
+        except FormulaError:
+            return 0
+    return end + 2 - index
+
+
 def _one_subscript(group: str) -> tuple[str, str]:
     """``(W^\\top D_{\\tau+1})`` -> (``(W^\\top D_{@})``, ``\\tau+1``): the group with its one subscript
     replaced by a placeholder, and that subscript."""
@@ -311,21 +338,95 @@ def _one_subscript(group: str) -> tuple[str, str]:
     return "(" + prefix + rest + ")", match["sub"] or match["sub1"]
 
 
-def _ellipsis_product(first: str, last: str, symbols: Symbols, env: Mapping[str, int]) -> torch.Tensor:
-    """``(X_{a})\\cdots(X_{b})``: the product of X_s for s = a..b, in that order."""
-    if not (first.startswith("(") and last.startswith("(")):
+def _sequence_product(pieces: Sequence[str], symbols: Symbols, env: Mapping[str, int]) -> torch.Tensor:
+    """``(X_{a})\\cdots(X_{b})``: the product of X_s for s = a, a+1, ..., b, in that order (the identity
+    when a > b). Written out with a second term first, ``(X_{a})(X_{a-1})\\cdots(X_{b})``, the index
+    runs down instead: s = a, a-1, ..., b (the identity when a < b); the terms written out must be the
+    first terms of that sequence."""
+    *explicit, dots, last = pieces
+    if not (last.startswith("(") and dots == r"\cdots"):
         raise FormulaError(r"\cdots must stand between two parenthesised factors")
-    first_pattern, first_sub = _one_subscript(first)
-    last_pattern, last_sub = _one_subscript(last)
-    if first_pattern != last_pattern:
-        raise FormulaError(f"{first} and {last} are not the same factor at two indices")
-    body = first_pattern.replace("@", "s")[1:-1]
-    (start,), (stop,) = _subscript_values(first_sub, env), _subscript_values(last_sub, env)
+    read = [_one_subscript(piece) for piece in (*explicit, last)]
+    pattern = read[0][0]
+    if any(other != pattern for other, _ in read):
+        raise FormulaError(f"{' '.join(pieces)}: not the same factor at several indices")
+    values = [_subscript_values(sub, env)[0] for _, sub in read]
+    step = values[1] - values[0] if len(explicit) > 1 else 1
+    if step not in (1, -1) or values[: len(explicit)] != [values[0] + step * k for k in range(len(explicit))]:
+        raise FormulaError(f"{' '.join(pieces)}: the indices written out must step by one")
+    start, stop = values[0], values[-1]
+    body = pattern.replace("@", "s")[1:-1]
     result = None
-    for s in range(start, stop + 1):
+    for s in range(start, stop + step, step):
         factor = _product(body, symbols, {**env, "s": s})
         result = factor if result is None else result @ factor
-    if result is None:  # the empty product: the identity, as large as the factor at the last index
-        size = _product(body, symbols, {**env, "s": stop}).shape[0]
+    if result is None:  # the empty product: the identity, as large as the factor at the lower index
+        size = _product(body, symbols, {**env, "s": min(start, stop)}).shape[0]
         result = torch.eye(size, dtype=torch.float64)
+    return result
+
+
+# ------------------------------------------------------------------------------ Eq. 3 of Question 1
+
+_SUM_ANY = re.compile(r"\\sum_\{(?P<var>[a-z])=1\}\^(?:\{(?P<upper>[A-Za-z])\}|(?P<upper1>[A-Za-z]))")
+_SIM_CALL = re.compile(r"\\simf\(Q_(?P<q>[a-z]),K_(?P<k>[a-z])\)")
+_ROW = re.compile(r"(?P<name>[A-Z])_(?P<row>[a-z])(?![a-z{])")
+_NUMBER = re.compile(r"\d+")
+
+# What the symbols of Eq. 3 denote: ``sim(i, j)`` the similarity of row i of Q and row j of K, ``V(j)``
+# row j of V (rows counted from 1).
+AttentionSymbols = Mapping[str, Callable[..., torch.Tensor | float]]
+
+
+def attention_sum(
+    tex: str, symbols: AttentionSymbols, sizes: Mapping[str, int], env: Mapping[str, int]
+) -> torch.Tensor | float:
+    """Evaluates a printed expression of ``\\simf(Q_i,K_j)`` and rows ``V_j`` such as Eq. 3,
+    ``\\frac{\\sum_{j=1}^{T}\\simf(Q_i,K_j)\\,V_j}{\\sum_{r=1}^{T}\\simf(Q_i,K_r)}``, at the free indices
+    in ``env``. Grammar: products of ``\\frac{..}{..}``, ``\\sum_{x=1}^{N}`` (over the rest of its
+    product), ``\\simf(Q_a,K_b)``, ``V_a`` and whole numbers; an index used outside its sum is an error."""
+    return _attention_product(_strip_spacing(tex), symbols, sizes, env)
+
+
+def _attention_index(name: str, env: Mapping[str, int], tex: str) -> int:
+    if name not in env:
+        raise FormulaError(f"the index {name!r} is used outside its sum in {tex!r}")
+    return env[name]
+
+
+def _attention_product(
+    tex: str, symbols: AttentionSymbols, sizes: Mapping[str, int], env: Mapping[str, int]
+) -> torch.Tensor | float:
+    result: torch.Tensor | float = 1.0
+    position = 0
+    while position < len(tex):
+        if tex.startswith(r"\frac", position):
+            numerator, after = _braced(tex, position + len(r"\frac"))
+            denominator, position = _braced(tex, after)
+            result = result * (
+                _attention_product(numerator, symbols, sizes, env)
+                / _attention_product(denominator, symbols, sizes, env)
+            )
+        elif match := _SUM_ANY.match(tex, position):
+            upper = match["upper"] or match["upper1"]
+            if upper not in sizes:
+                raise FormulaError(f"unknown bound {upper!r} in {tex!r}")
+            rest = tex[match.end() :]
+            terms = [
+                _attention_product(rest, symbols, sizes, {**env, match["var"]: value})
+                for value in range(1, sizes[upper] + 1)
+            ]
+            return result * sum(terms[1:], terms[0])
+        elif match := _SIM_CALL.match(tex, position):
+            i, j = (_attention_index(match[name], env, tex) for name in ("q", "k"))
+            result = result * symbols["sim"](i, j)
+            position = match.end()
+        elif match := _NUMBER.match(tex, position):
+            result = result * int(match[0])
+            position = match.end()
+        elif (match := _ROW.match(tex, position)) and match["name"] in symbols:
+            result = result * symbols[match["name"]](_attention_index(match["row"], env, tex))
+            position = match.end()
+        else:
+            raise FormulaError(f"cannot read the attention form at: {tex[position : position + 40]!r}")
     return result
