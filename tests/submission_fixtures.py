@@ -89,7 +89,7 @@ def executed_notebook(
     nb.metadata["papermill"] = {"exception": False}
     nb.cells = [
         new_markdown_cell(f"# HW3\n\n{students_line}"),
-        new_code_cell("profile = 'quick'", metadata={"tags": ["parameters"]}, execution_count=1),
+        new_code_cell("profile = 'full'", metadata={"tags": ["parameters"]}, execution_count=1),
         new_markdown_cell("## Task 1 - Loading and Observing the Data"),
         new_code_cell(
             "print(train_data.shape)  # [time steps, batch]",

@@ -81,6 +81,21 @@ def test_cache_hit_carries_the_current_markdown(tmp_path: Path) -> None:
     assert printed[0].outputs[0]["text"] == "x is 2\n"  # the cached outputs, not a re-run
 
 
+def test_the_injected_cell_holds_only_what_the_build_overrode(tmp_path: Path) -> None:
+    """Papermill's injected cell repeated every parameter, a page of the PDF saying nothing; now it holds
+    the values that differ from the parameters cell, and the key is that of all the effective values."""
+    nb = synthetic_notebook(tmp_path / "nb.ipynb")
+    same = execute_notebook(nb, {"x": 1}, tmp_path / "run", **FAST)
+    executed = nbformat.read(same.executed_path, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "out_dir = " in injected[0].source and "x = " not in injected[0].source
+    other = execute_notebook(nb, {"x": 4}, tmp_path / "run", **FAST)
+    executed = nbformat.read(other.executed_path, as_version=4)
+    (injected,) = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert "x = 4" in injected.source and other.key != same.key
+    assert json.loads(other.metrics_path.read_text()) == {"x": 4, "y": 8}
+
+
 def test_parameter_or_code_change_is_a_miss(tmp_path: Path) -> None:
     run = tmp_path / "run"
     a = execute_notebook(synthetic_notebook(tmp_path / "a.ipynb"), {"x": 1}, run, **FAST)

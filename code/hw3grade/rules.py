@@ -56,7 +56,7 @@ _TITLE_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"heading", "headings"),
         (r"^equations rendered|raw LaTeX|raw \$", "latex"),
         (r"^no placeholder", "placeholder"),
-        (r"^built with the full profile", "draft"),
+        (r"^trained as the full profile does", "draft"),
     )
 )
 

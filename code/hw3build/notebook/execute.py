@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from hw3build.failpoints import failpoint
 from hw3build.failures import DEAD_KERNEL_ERROR, TIMEOUT_ERROR, Failure, describe_failure, find_failure
 from hw3build.notebook import cache, runs
 from hw3build.notebook.engine import ENGINE_NAME, timeout_by_tag
-from hw3build.notebook.parameters import ParameterError, resolve_parameters
+from hw3build.notebook.parameters import ParameterError, default_parameters, resolve_parameters
 from hw3build.notebook.runs import EXECUTED_NAME, METRICS_NAME
 from hw3build.notebook.schema import INJECTED_PARAMETERS_TAG, PAPERMILL_ERROR_TAG, PARAMETERS_TAG, cell_tags
 
@@ -88,6 +88,9 @@ class RunPlan:
     data_dir: Path | None
     inputs: dict[str, Any]
     key: str
+    # what papermill injects after the parameters cell: the values that differ from it, so the injected
+    # cell shows what the build overrode (the whole list again when nothing differs would hide that)
+    injected: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,13 @@ def plan_run(
     ensure_kernelspec(kernel_name)
     environment = cache.environment_fingerprint(effective.get("device", "auto"), kernel_name)
     inputs = cache.key_inputs(rendered, effective, data, environment)
-    return RunPlan(effective, folder, inputs, cache.cache_key(inputs))
+    defaults = default_parameters(rendered)
+    injected = {
+        name: value
+        for name, value in effective.items()
+        if not (name in defaults and type(defaults[name]) is type(value) and defaults[name] == value)
+    }
+    return RunPlan(effective, folder, inputs, cache.cache_key(inputs), injected)
 
 
 def _explain_miss(run_root: Path, inputs: dict[str, Any]) -> None:
@@ -256,7 +265,7 @@ def _papermill(nb_path: Path, executed_path: Path, plan: RunPlan, options: RunOp
         papermill.execute_notebook(
             str(nb_path),
             str(executed_path),
-            parameters=plan.parameters,
+            parameters=plan.injected,
             engine_name=ENGINE_NAME,
             kernel_name=options.kernel_name,
             progress_bar=options.progress_bar,

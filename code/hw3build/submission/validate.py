@@ -23,6 +23,7 @@ from pathlib import Path
 import nbformat
 
 from hw3build.draft import draft_reasons
+from hw3build.notebook.schema import ParameterError, is_parameters_cell, parameter_values
 from hw3build.submission.assignment import HEADINGS as ASSIGNMENT_HEADINGS
 from hw3build.submission.assignment import ZIP_NAME, submission_members
 from hw3build.submission.bounded import (
@@ -241,8 +242,9 @@ def _check_notebook(
     report.expect(not malformed, "papermill metadata well-formed", "; ".join(malformed))
     exception = papermill.get("exception")
     report.expect(not exception, "papermill recorded no exception", "metadata.papermill.exception is set")
-    parameters = papermill["parameters"]
-    if parameters.get("profile") is not None:  # known only for notebooks papermill ran
+    # what ran: the parameters cell's values, overridden by those papermill injected (only what differs)
+    parameters = {**_parameters_cell_values(nb), **papermill["parameters"]}
+    if parameters.get("profile") is not None:  # known for notebooks of this project
         reasons = draft_reasons(parameters["profile"], parameters)
         title = "trained as the full profile does (not a DRAFT)"
         if not reasons:
@@ -255,6 +257,16 @@ def _check_notebook(
                 "and no max_*_batches or fewer epochs in [hparams]",
             )
     return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def _parameters_cell_values(nb: nbformat.NotebookNode) -> dict:
+    """The ``name = literal`` values of the notebook's parameters cell ({} when it has none, or holds
+    anything else: another tool's notebook)."""
+    cell = next((c for c in nb.cells if is_parameters_cell(c)), None)
+    try:
+        return parameter_values(cell.source) if cell is not None else {}
+    except (ParameterError, RecursionError, MemoryError):
+        return {}
 
 
 def _prints_at_top_level(source: str) -> bool:
