@@ -3,8 +3,8 @@ answer index's links, support code only in the appendix, nothing wrapped, no loc
 and the notebook beside it (support cells collapsed, the tasks in order, no local paths in what it prints).
 
 The full profile differs from the quick one only by longer training logs and real numbers (four epochs of
-2,929 batches with a log line every 200: about 60 lines, one page, more), so the quick bounds below are the
-full profile's budget (25 pages, Task 1 by page 10) minus that margin.
+2,929 batches with a log line every 200: about 60 lines, two pages more), so the quick bounds below are the
+full profile's budget (27 pages, Task 1 by page 10) minus that margin.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from pypdf import PdfReader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.tex]
 
-FULL_PAGE_BUDGET = 25
-FULL_PROFILE_EXTRA_PAGES = 3  # the full profile's longer training logs and tables, with room to spare
+# The full build of 6 Dec 2026 is 26 pages (the quick one 24): Task 4 shows the train() that trains,
+# with its recipe, and the check of its loss line; every hidden cell leaves a line where it ran.
+FULL_PAGE_BUDGET = 27
+FULL_PROFILE_EXTRA_PAGES = 2  # the full profile's longer training logs and tables
 TASK1_BY_PAGE = 10
 CONTINUATION_MARKERS = ("↪", "␣")  # nbconvert's marks of a code line broken to fit
 LOCAL_PATH = re.compile(r"(?<![\w.~])(?:/(?:home|work|tmp|root|Users|usr|var|mnt|opt)/|[A-Za-z]:\\\\)")
@@ -118,7 +120,7 @@ def test_support_code_only_in_the_appendix(pdf_pages) -> None:
             assert definition not in page, (definition, page_number)
     appendix = "\n".join(pdf_pages[start:])
     assert "The torchtext replacement" in appendix and "checked against the assignment" in appendix
-    assert len(pdf_pages) - start <= 2  # the appendix: at most two pages
+    assert len(pdf_pages) - start <= 3  # the appendix, Part 1's check tables included: at most three pages
 
 
 def test_nothing_wraps_no_local_paths_no_tool_names(pdf_pages) -> None:
