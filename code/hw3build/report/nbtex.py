@@ -56,11 +56,10 @@ END_MARKER = "%% ==== hw3 notebook end ===="
 # size fits ~108): the notebook's code is written to this width (code/hw3 has ruff's 100-column limit).
 CODE_COLUMNS = 100
 # Lines of the report's 11-point text that a line of code or printed text takes (footnotesize
-# Verbatim), the frame around a cell, and a figure; a cell of more than a page's worth may break.
+# Verbatim), the frame around a cell, and a figure (a page holds about 64 lines of code).
 CODE_LINE_HEIGHT = 0.8
 CELL_FRAME_LINES = 3
 FIGURE_LINES = 18
-KEEP_TOGETHER_MAX_LINES = 44
 
 _CSI = re.compile(r"\x1b\[[0-9;?]*([@-~])")  # terminal control sequences; SGR ('m') ones are colours
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
@@ -216,8 +215,9 @@ class CellMarkers(Preprocessor):
 
 
 class KeepTogether(Preprocessor):
-    """``metadata.hw3_lines``: the lines of the report's text that a code cell and its outputs take (at most
-    :data:`KEEP_TOGETHER_MAX_LINES`); the template starts the cell on a new page when less is left."""
+    """``metadata.hw3_lines``: the lines of the report's text that a code cell and its outputs take; the
+    template's ``\\hwkeep`` decides from it where the cell starts (kept whole when it fits a page's two
+    thirds, else split, never leaving a few lines alone on the next page)."""
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code":
@@ -233,7 +233,7 @@ class KeepTogether(Preprocessor):
                 else:
                     lines += len(str(data.get("text/markdown", data.get("text/plain", ""))).splitlines())
         height = round(lines * CODE_LINE_HEIGHT + CELL_FRAME_LINES)
-        cell.metadata["hw3_lines"] = min(height, KEEP_TOGETHER_MAX_LINES)
+        cell.metadata["hw3_lines"] = height
         return cell, resources
 
 

@@ -62,7 +62,9 @@ def cover_context(metrics: Mapping[str, Any], config: Any, epoch: int) -> dict[s
     return {
         "draft": draft,
         "profile": profile,
-        "profile_line": f"{profile} (DRAFT, not the submission)" if draft else f"{profile} (submission)",
+        "profile_line": "a short training run (DRAFT, not the submission)"
+        if draft
+        else "the full training run (the submission)",
         "date": datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%-d %B %Y"),
         "students": students,
         "has_placeholders": any(s["placeholder"] for s in students),

@@ -394,14 +394,14 @@ def plot_q2_variance(sims: Mapping[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = {
+    labels = {  # drawn in this order: the depth-scaled markers last, on top of the exact ones
         "he": r"He, $\sigma_l^2=2/n$",
-        "scaled": r"depth-scaled, $\sigma_l^2=2/(nL)$",
         "zero": r"exact, $W_l=0$",
+        "scaled": r"depth-scaled, $\sigma_l^2=2/(nL)$",
     }
     colors = {"he": "tab:red", "scaled": "tab:blue", "zero": "tab:green"}
     with plt.rc_context({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8.5}):
-        fig, (ax_log, ax_lin) = plt.subplots(1, 2, figsize=(6.4, 2.5))
+        fig, (ax_log, ax_lin) = plt.subplots(1, 2, figsize=(6.4, 2.75))
         for scheme in labels:
             s = sims[scheme]
             layers = np.arange(len(s["variance"]))
@@ -419,9 +419,11 @@ def plot_q2_variance(sims: Mapping[str, Any], path: Path) -> Path:
             ax.set_xlabel(r"layer $l$")
             ax.set_ylabel(r"$\mathrm{Var}(u_l[i])$")
             ax.grid(True, alpha=0.3)
-        ax_log.legend(loc="upper left", frameon=False)
-        ax_lin.legend(loc="center right", frameon=False)
-        fig.tight_layout(pad=0.3)
+        # one legend below the panels, where it covers no curve
+        handles, names = ax_log.get_legend_handles_labels()
+        bound, bound_name = ax_lin.get_legend_handles_labels()
+        fig.legend(handles + bound[-1:], names + bound_name[-1:], loc="lower center", ncol=4, frameon=False)
+        fig.tight_layout(pad=0.3, rect=(0, 0.1, 1, 1))
 
         def save(handle: Any) -> None:
             # no creation date: the same inputs give the same bytes
