@@ -432,14 +432,19 @@ def test_invoke_lists_every_task_with_help() -> None:
     assert all(len(line.split()) > 1 for line in listed.values())  # each has help text
 
 
+# A 1x1 PNG, base64: the image a cell that draws a figure leaves in the notebook.
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
 def _executed_without_training(nb_path: Path, parameters: dict[str, Any], run_root: Path, **options: Any):
-    """The rendered notebook marked as executed (counts, an output per printing cell) and a metrics.json
-    in the documented schema: the real stages around execution run, no training does."""
+    """The rendered notebook marked as executed (counts, an output per printing cell, an image per cell
+    that draws a figure) and a metrics.json in the documented schema: the real stages around execution
+    run, no training does."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from hw3build.submission.validate import _prints_at_top_level
+    from hw3build.submission.validate import _prints_at_top_level, _shows_a_figure
 
     nb = nbformat.read(nb_path, as_version=4)
     count = 0
@@ -449,6 +454,8 @@ def _executed_without_training(nb_path: Path, parameters: dict[str, Any], run_ro
             cell.execution_count = count
             if _prints_at_top_level(cell.source):
                 cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="(output)\n")]
+            if _shows_a_figure(cell.source):
+                cell.outputs.append(nbformat.v4.new_output("display_data", data={"image/png": PNG_1PX}))
     out = run_root / "no-training"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots()
