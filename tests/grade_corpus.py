@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 from hostile import PNG, bomb_member, patch_member, strip_all_but_prints, strip_figures, zip_of
+from hw3.hparams import profile_defaults
 from hw3build.submission.config import israeli_id_valid
 from hw3build.submission.validate import _prints_at_top_level
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -102,7 +103,11 @@ def as_final(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                 for line in lines
                 if not (line.startswith(">") and re.search(r"DRAFT|PLACEHOLDER|draft", line))
             )
-    nb.metadata.setdefault("papermill", {}).setdefault("parameters", {})["profile"] = "full"
+    # what papermill would have injected for a full run over the quick cell: the values that differ
+    full = profile_defaults("full")
+    nb.metadata.setdefault("papermill", {}).setdefault("parameters", {}).update(
+        profile="full", epochs=full.epochs, max_train_batches=None, max_eval_batches=None
+    )
     return nb
 
 

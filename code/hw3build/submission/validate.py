@@ -243,7 +243,8 @@ def _check_notebook(
     exception = papermill.get("exception")
     report.expect(not exception, "papermill recorded no exception", "metadata.papermill.exception is set")
     # what ran: the parameters cell's values, overridden by those papermill injected (only what differs)
-    parameters = {**_parameters_cell_values(nb), **papermill["parameters"]}
+    # (unknown when papermill's record is malformed: that fails its own rule above)
+    parameters = {} if malformed else {**_parameters_cell_values(nb), **papermill["parameters"]}
     if parameters.get("profile") is not None:  # known for notebooks of this project
         reasons = draft_reasons(parameters["profile"], parameters)
         title = "trained as the full profile does (not a DRAFT)"
