@@ -358,6 +358,7 @@ def test_main_builds_into_the_repository_whatever_the_config_folder(
     [
         (("Alice \U0001d11e Levi", "Bob Cohen"), "U+1D11E"),
         (("Alice", "\u0b85\u0bae\u0bcd\u0bae\u0bbe"), "U+0B85"),
+        (("Alice", "\u05e9\u05b8\u05c2\u05e8\u05b8\u0596\u05d4 Levi"), "U+0596"),  # a cantillation mark
     ],
 )
 def test_a_name_no_font_can_print_stops_the_build_before_any_work(
@@ -368,6 +369,14 @@ def test_a_name_no_font_can_print_stops_the_build_before_any_work(
         run_build(write_config(tmp_path, names=names), fakes)
     assert failed.value.stage == "preflight" and refused in str(failed.value)
     assert "students[" in str(failed.value) and fakes.calls == []
+    assert "\n" not in str(failed.value.__cause__ or failed.value) and "write it without" in str(failed.value)
+
+
+def test_a_name_with_vowel_points_passes_the_preflight(tmp_path: Path) -> None:
+    names = ("\u05e9\u05b8\u05c2\u05e8\u05b8\u05d4 \u05db\u05bc\u05b9\u05d4\u05b5\u05df", "Bob Cohen")
+    fakes = FakeStages()
+    run_build(write_config(tmp_path, names=names), fakes)
+    assert fakes.calls  # the stages after the pre-flight check ran
 
 
 def test_missing_theory_sources_stop_the_build_before_any_work(tmp_path: Path) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import io
 import re
+import unicodedata
 from pathlib import Path
 
 import nbformat
 import pytest
 from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
+from hw3build.preflight import check_name_glyphs
 from hw3build.record import collect_record
 from hw3build.report import latex
 from hw3build.report.inputs import ReportInputs
@@ -24,6 +26,7 @@ from hw3build.report.latex import (
     ReportError,
     TexMissing,
     check_tex_tools,
+    escape_latex,
     plan_glyphs,
     read_log,
     run_latexmk,
@@ -258,8 +261,8 @@ def make_theory(folder: Path) -> tuple[Path, Path]:
     return theory, checks
 
 
-def make_config(profile: str, placeholders: bool):
-    students = (
+def make_config(profile: str, placeholders: bool, students: list[dict] | None = None):
+    students = students or (
         [
             {"name": "Student 1", "email": "student_1@campus.technion.ac.il", "id": "123456789"},
             {"name": "Student 2", "email": "student_2@campus.technion.ac.il", "id": "987654321"},
@@ -273,9 +276,11 @@ def make_config(profile: str, placeholders: bool):
     return parse_config({"profile": profile, "students": students})
 
 
-def make_inputs(folder: Path, profile: str, placeholders: bool = True) -> dict:
+def make_inputs(
+    folder: Path, profile: str, placeholders: bool = True, students: list[dict] | None = None
+) -> dict:
     """Everything build_report needs, laid out like build/run/<key>/ and build/theory/."""
-    config = make_config(profile, placeholders)
+    config = make_config(profile, placeholders, students)
     run_dir = folder / "run" / "key"
     (run_dir / "figures").mkdir(parents=True)
     png = _png()
@@ -535,6 +540,40 @@ def test_glyph_plan_falls_back_or_replaces() -> None:
     assert plan.sanitize("a \U0010fffd 攻 b") == "a \N{REPLACEMENT CHARACTER} 攻 b"
     assert r"\newunicodechar{≈}" in plan.preamble()
     assert r"\newfontfamily\hwwidefont{Droid Sans Fallback}" in plan.preamble()
+
+
+VOWELLED_NAMES = ("שָׂרָה כֹּהֵן", "מֶלֶךְ חַיִּים")  # niqqud; "מֶלֶךְ" ends in a mark (sheva)
+CANTILLATION = "\u0596"  # HEBREW ACCENT TIPEHA: no installed font has it
+
+
+def test_glyph_plan_asks_the_font_that_sets_each_run() -> None:
+    check_tex_tools()
+    for name in (*VOWELLED_NAMES, "مُحَمَّد فاطِمَةُ"):
+        plan = plan_glyphs([name])
+        assert plan.unprintable == frozenset(), name  # DejaVu Sans, the run's font, has the marks
+        marks = {c for c in name if unicodedata.combining(c)}
+        assert marks and not marks & set(plan.fallback)  # never active: set with their letters
+        assert {c for c in name if c != " " and not unicodedata.combining(c)} <= set(plan.fallback)
+    assert plan_glyphs(["שָׂרָה" + CANTILLATION]).unprintable == {CANTILLATION}  # the run's font lacks it
+    assert plan_glyphs(["Sara\u05b8"]).unprintable == {"\u05b8"}  # after a Latin letter: Latin Modern's
+
+
+def test_a_mark_ending_a_word_stays_in_its_right_to_left_run() -> None:
+    assert escape_latex("מֶלֶךְ Levi") == "\\RL{מֶלֶךְ} Levi"
+    assert escape_latex("Levi מֶלֶךְ") == "Levi \\RL{מֶלֶךְ}"
+
+
+@pytest.mark.tex
+def test_a_name_with_vowel_points_prints_on_the_cover_with_its_marks(tmp_path: Path) -> None:
+    students = [
+        {"name": name, "email": f"s{i}@campus.technion.ac.il", "id": id_}
+        for i, (name, id_) in enumerate(zip(VOWELLED_NAMES, ("100000009", "100000017"), strict=True))
+    ]
+    inputs = make_inputs(tmp_path, "quick", students=students)
+    check_name_glyphs(inputs["config"])  # the pre-flight check accepts them
+    cover = PdfReader(report_from(inputs)).pages[0].extract_text()
+    for name in VOWELLED_NAMES:  # every letter and mark, in logical order (pypdf keeps the stream's order)
+        assert "".join(name.split()) in "".join(unicodedata.normalize("NFC", cover).split()), cover
 
 
 # ------------------------------------------------------------------------------------ whole reports

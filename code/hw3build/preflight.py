@@ -5,9 +5,9 @@
 - one training step on the chosen device and precision agrees with the CPU's
   (``hw3build.device_check``): a broken device is named with the fix before training;
 - the students' own Task 5 answer (``answers/task5.md``), if any, renders with the run's numbers;
-- every character of the students' names and e-mails has a glyph in one of the report's fonts
-  (``hw3build.report.latex.plan_glyphs``: the same decision the report makes), else the name would print with a
-  hole in it.
+- every character of the students' names and e-mails has a glyph in the font that sets it (a vowel point
+  in the font of its letters' run; ``hw3build.report.latex.plan_glyphs``: the same decision the report
+  makes), else the name would print with a hole in it.
 
 The data is checked at the start of the execute stage (its files are hashed for the cache key), also
 before any training.
@@ -65,21 +65,23 @@ def check_sources(project_root: Path) -> None:
 
 
 def check_name_glyphs(config: SubmissionConfig) -> None:
-    """Every character the cover prints for the students has a glyph in one of the report's fonts."""
+    """Every character the cover prints for the students has a glyph in the font that sets it (a vowel
+    point in the font of its letters), in one line per field."""
     problems = []
     for number, student in enumerate(config.students, start=1):
         for field in ("name", "email"):
             value = getattr(student, field)
             unprintable = sorted(plan_glyphs([value]).unprintable)
             if unprintable:
-                listed = ", ".join(f"{c!r} (U+{ord(c):04X} {unicodedata.name(c, '?')})" for c in unprintable)
-                problems.append(f"students[{number}].{field} = {value!r}: {listed}")
+                listed = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in unprintable)
+                problems.append(
+                    f"students[{number}].{field} = {value!r} holds {listed}, which the report's fonts cannot "
+                    f"print there (a mark needs the font of its letters), so the cover would show a hole: "
+                    f"write it without {'that character' if len(unprintable) == 1 else 'these characters'}"
+                    " (e.g. without cantillation marks, or transliterated)"
+                )
     if problems:
-        raise PreflightError(
-            "no installed font has a glyph for these characters, so the PDF would print the name with a "
-            "hole in it:\n  " + "\n  ".join(problems) + "\nWrite the name in a script the report's fonts "
-            "cover (Latin, Greek, Cyrillic, Hebrew, Arabic, CJK ...), e.g. transliterated."
-        )
+        raise PreflightError("; ".join(problems))
 
 
 def check_training_device(config: SubmissionConfig) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from hw3build.errors import BuildError
 from hw3build.failpoints import failpoint
 from hw3build.processes import ToolTimeout, run_tool
-from hw3build.submission.literal import directional
+from hw3build.submission.literal import RTL, direction_runs, directional, has_rtl
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,9 @@ REPLACEMENT_CHAR = "\N{REPLACEMENT CHARACTER}"
 MAIN_FONT_FILE = "lmroman10-regular.otf"  # Latin Modern Roman, found with kpsewhich
 MONO_FONT_NAME = "DejaVu Sans Mono"  # found with fc-match
 FALLBACK_FONT_NAME = "DejaVu Sans"
+# The font of every right-to-left run (\RL{...}: Hebrew, Arabic, with their vowel points and the
+# neutrals between their words), shaped as one word so the marks attach to their letters.
+RTL_FONT_NAME = FALLBACK_FONT_NAME
 # CJK and other scripts DejaVu lacks (WikiText-2 has Japanese titles, e.g. in Task 1's first 20 words).
 WIDE_FONT_NAME = "Droid Sans Fallback"
 
@@ -130,9 +133,13 @@ class GlyphPlan:
     """How to print every non-ASCII character of the document.
 
     ``fallback``: characters the main or the mono font lacks but DejaVu Sans has: the preamble makes them
-    active (newunicodechar) and prints them from DejaVu Sans where the current font lacks them.
+    active (newunicodechar) and prints them from DejaVu Sans where the current font lacks them (inside a
+    right-to-left run, from the run's font, which is DejaVu Sans).
     ``wide``: characters only the wide fallback font (Droid Sans Fallback: CJK) has: always printed from it.
-    ``unprintable``: characters no installed font has: replaced by U+FFFD in generated text.
+    ``unprintable``: characters the font that sets them lacks: replaced by U+FFFD in generated text. A
+    combining mark is set by the font of its letter, so it is printable only where that font has it: in a
+    right-to-left run, the run's font (Hebrew and Arabic vowel points); elsewhere, the main and the mono
+    font.
     """
 
     fallback: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # char -> (main has, mono has)
@@ -188,13 +195,32 @@ def _font_charset(spec: str) -> frozenset[int] | None:
         return None
 
 
+def _by_direction(texts: Iterable[str]) -> tuple[set[str], set[str]]:
+    """The non-ASCII characters of ``texts`` set left to right, and those inside right-to-left runs
+    (split as :func:`escape_latex` splits them, line by line: a run never spans a line)."""
+    ltr: set[str] = set()
+    rtl: set[str] = set()
+    for text in texts:
+        if not has_rtl(text):
+            ltr.update(c for c in text if ord(c) > 127)
+            continue
+        for line in text.splitlines():
+            for direction, segment in direction_runs(line):
+                (rtl if direction == RTL else ltr).update(c for c in segment if ord(c) > 127)
+    return ltr, rtl
+
+
 def plan_glyphs(texts: Iterable[str]) -> GlyphPlan:
-    """Decide, from the fonts' character maps, how each non-ASCII character of ``texts`` is printed."""
-    main, mono, fallback = (_font_charset(s) for s in (MAIN_FONT_FILE, MONO_FONT_NAME, FALLBACK_FONT_NAME))
-    if main is None or mono is None or fallback is None:
+    """Decide, from the character maps of the fonts that set them, how each non-ASCII character of
+    ``texts`` is printed."""
+    main, mono, fallback, rtl_font = (
+        _font_charset(s) for s in (MAIN_FONT_FILE, MONO_FONT_NAME, FALLBACK_FONT_NAME, RTL_FONT_NAME)
+    )
+    if main is None or mono is None or fallback is None or rtl_font is None:
         log.warning("font character maps unavailable: no glyph fallbacks planned")
         return GlyphPlan()
-    chars = {c for text in texts for c in text if ord(c) > 127}
+    ltr_chars, rtl_chars = _by_direction(texts)
+    chars = ltr_chars | rtl_chars
     if any(ord(c) not in main or ord(c) not in mono for c in chars) and ord(REPLACEMENT_CHAR) in fallback:
         chars.add(REPLACEMENT_CHAR)  # sanitize() may introduce it
     wide_font = _font_charset(WIDE_FONT_NAME) or frozenset()  # fc-match substitutes when it is absent
@@ -203,11 +229,18 @@ def plan_glyphs(texts: Iterable[str]) -> GlyphPlan:
     for char in chars:
         code = ord(char)
         main_has, mono_has = code in main, code in mono
-        if main_has and mono_has:
+        if unicodedata.combining(char):
+            # Never made active (it would be set apart from its letter): the font of its letter sets it,
+            # so it must have it wherever the mark occurs.
+            in_runs = char not in rtl_chars or code in rtl_font
+            outside = char not in ltr_chars or (main_has and mono_has)
+            if not (in_runs and outside):
+                unprintable.add(char)
+        elif main_has and mono_has:
             continue
-        if code in fallback and not unicodedata.combining(char):
+        elif code in fallback and (char not in rtl_chars or code in rtl_font):
             plan_fallback[char] = (main_has, mono_has)
-        elif code in wide_font and not unicodedata.combining(char):
+        elif code in wide_font:
             wide.add(char)
         else:
             unprintable.add(char)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from itertools import groupby
+from operator import itemgetter
 
 LTR, RTL = "ltr", "rtl"
 _STRONG = {"L": LTR, "EN": LTR, "AN": LTR, "R": RTL, "AL": RTL}
@@ -38,22 +40,30 @@ def has_rtl(text: str) -> bool:
 
 
 def direction_runs(text: str) -> list[tuple[str, str]]:
-    """The runs ``(direction, segment)`` of ``text`` in a left-to-right paragraph, in logical order."""
+    """The runs ``(direction, segment)`` of ``text`` in a left-to-right paragraph, in logical order.
+
+    A combining mark (bidi class NSM) takes the direction of the character it follows, so a vowel point
+    at the end of a Hebrew word stays in the word's run."""
     strong = [_strong(char) for char in text]
+    marks = [unicodedata.bidirectional(char) == "NSM" for char in text]
+    after: list[str] = [LTR] * len(text)  # the next strong direction after each position
+    following = LTR
+    for index in range(len(text) - 1, -1, -1):
+        after[index] = following
+        following = strong[index] or following
     resolved: list[str] = []
+    before = LTR
     for index, direction in enumerate(strong):
         if direction is None:
-            before = next((d for d in reversed(strong[:index]) if d is not None), LTR)
-            after = next((d for d in strong[index + 1 :] if d is not None), LTR)
-            direction = RTL if before == after == RTL else LTR
-        resolved.append(direction)
-    runs: list[tuple[str, str]] = []
-    for char, direction in zip(text, resolved, strict=True):
-        if runs and runs[-1][0] == direction:
-            runs[-1] = (direction, runs[-1][1] + char)
+            if marks[index] and resolved:
+                direction = resolved[-1]
+            else:
+                direction = RTL if before == after[index] == RTL else LTR
         else:
-            runs.append((direction, char))
-    return runs
+            before = direction
+        resolved.append(direction)
+    pairs = groupby(zip(resolved, text, strict=True), key=itemgetter(0))
+    return [(direction, "".join(char for _, char in group)) for direction, group in pairs]
 
 
 def directional(text: str, escape: Callable[[str], str], rtl: Callable[[str], str]) -> str:
