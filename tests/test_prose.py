@@ -74,7 +74,9 @@ def test_a_broken_answer_is_refused_before_any_training(tmp_path: Path, text: st
 def test_the_preflight_names_a_broken_answer(tmp_path: Path, monkeypatch) -> None:
     import hw3build.preflight as preflight_module
 
-    checks = ("check_tex_tools", "check_fonts", "check_sources", "check_name_glyphs", "check_training_device")
+    checks = (
+        "check_tex_tools", "check_fonts", "check_sources", "check_name_glyphs", "check_cover", "check_training_device",
+    )  # fmt: skip
     for check in checks:
         monkeypatch.setattr(preflight_module, check, lambda *a: None)
     assert "answers/task5.md" not in preflight(None, tmp_path)

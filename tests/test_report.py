@@ -17,12 +17,13 @@ import nbformat
 import pytest
 from hw3.hparams import profile_defaults
 from hw3.metrics import METRICS_SCHEMA
-from hw3build.preflight import check_name_glyphs
+from hw3build.preflight import PreflightError, check_cover, check_name_glyphs
 from hw3build.record import collect_record
 from hw3build.report import latex
 from hw3build.report.inputs import ReportInputs
 from hw3build.report.latex import (
     APT_INSTALL,
+    CoverOverflow,
     ReportError,
     TexMissing,
     check_tex_tools,
@@ -574,6 +575,59 @@ def test_a_name_with_vowel_points_prints_on_the_cover_with_its_marks(tmp_path: P
     cover = PdfReader(report_from(inputs)).pages[0].extract_text()
     for name in VOWELLED_NAMES:  # every letter and mark, in logical order (pypdf keeps the stream's order)
         assert "".join(name.split()) in "".join(unicodedata.normalize("NFC", cover).split()), cover
+
+
+WIDE_NAME = "\uff37" * 18  # 18 fullwidth W: as many characters as a word of a name may have, too wide
+
+
+def test_read_log_names_the_cover_field_that_overflows() -> None:
+    log = (
+        "hwfield<student 1's name>\nhwfield-end\n"
+        "hwfield<student 2's e-mail>\nOverfull \\hbox (7.5pt too wide) in paragraph at lines 9--9\n"
+        "[]\\TU/lmss/m/n/10.95 x\nhwfield-end\n"
+        "Overfull \\hbox (9.0pt too wide) in paragraph at lines 20--20\n"
+    )
+    assert read_log(log).overfull_fields == [("student 2's e-mail", "7.5pt")]
+
+
+@pytest.mark.tex
+def test_a_name_wider_than_the_cover_fails_the_report_naming_the_field(tmp_path: Path) -> None:
+    students = [
+        {"name": "Noa Levi", "email": "noa.levi@campus.technion.ac.il", "id": "100000009"},
+        {"name": WIDE_NAME, "email": "amir.c@campus.technion.ac.il", "id": "100000017"},
+    ]
+    with pytest.raises(CoverOverflow) as info:
+        report_from(make_inputs(tmp_path, "quick", students=students))
+    assert str(info.value).startswith("student 2's name is wider than the cover's line")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.tex
+@pytest.mark.parametrize(
+    ("name", "email", "refused"),
+    [
+        (WIDE_NAME, "amir.c@campus.technion.ac.il", "student 2's name"),
+        ("\u738b" * 18, "amir.c@campus.technion.ac.il", "student 2's name"),  # CJK: no break inside
+        ("Amir Cohen", "W" * 64 + "@campus.technion.ac.il", None),  # the widest address wraps
+    ],
+)
+def test_the_preflight_sets_the_cover_and_refuses_a_field_too_wide(name: str, email: str, refused) -> None:
+    config = make_config(
+        "quick",
+        False,
+        [
+            {"name": "Noa Levi", "email": "noa.levi@campus.technion.ac.il", "id": "100000009"},
+            {"name": name, "email": email, "id": "100000017"},
+        ],
+    )
+    if refused is None:
+        check_cover(config)
+        return
+    with pytest.raises(PreflightError) as info:
+        check_cover(config)
+    assert str(info.value).startswith(f"{refused} is wider than the cover's line") and "\n" not in str(
+        info.value
+    )
 
 
 # ------------------------------------------------------------------------------------ whole reports

@@ -7,7 +7,9 @@
 - the students' own Task 5 answer (``answers/task5.md``), if any, renders with the run's numbers;
 - every character of the students' names and e-mails has a glyph in the font that sets it (a vowel point
   in the font of its letters' run; ``hw3build.report.latex.plan_glyphs``: the same decision the report
-  makes), else the name would print with a hole in it.
+  makes), else the name would print with a hole in it;
+- the cover's table of the students, set alone by TeX, has no field wider than its column
+  (``hw3build.report.cover_check``), else the name or e-mail would run off the page.
 
 The data is checked at the start of the execute stage (its files are hashed for the cache key), also
 before any training.
@@ -23,12 +25,14 @@ from hw3tools.repo import TEMPLATES_DIR
 from hw3build.device_check import DeviceCheckFailed, check_device
 from hw3build.errors import BuildError
 from hw3build.notebook.prose import AnswerError, check_own_answer
+from hw3build.report.cover_check import check_cover_fits
 from hw3build.report.latex import (
     APT_INSTALL,
     FALLBACK_FONT_NAME,
     MAIN_FONT_FILE,
     MONO_FONT_NAME,
     REQUIRED_TOOLS,
+    CoverOverflow,
     _font_charset,
     check_tex_tools,
     plan_glyphs,
@@ -84,6 +88,14 @@ def check_name_glyphs(config: SubmissionConfig) -> None:
         raise PreflightError("; ".join(problems))
 
 
+def check_cover(config: SubmissionConfig) -> None:
+    """The students' table of the cover fits its columns (TeX sets it alone, in the report's fonts)."""
+    try:
+        check_cover_fits(config.students)
+    except CoverOverflow as exc:
+        raise PreflightError(str(exc)) from None
+
+
 def check_training_device(config: SubmissionConfig) -> str:
     """One training step on the chosen device and precision against the CPU's (hw3build.device_check)."""
     try:
@@ -98,7 +110,8 @@ def preflight(config: SubmissionConfig, project_root: Path) -> list[str]:
     check_fonts()
     check_sources(project_root)
     check_name_glyphs(config)
-    checked = ["TeX tools", "fonts", "theory sources", "glyphs of the names"]
+    check_cover(config)
+    checked = ["TeX tools", "fonts", "theory sources", "glyphs of the names", "the cover's width"]
     checked.append(check_training_device(config))
     try:
         if check_own_answer(project_root):

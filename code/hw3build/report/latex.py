@@ -64,6 +64,10 @@ class TexMissing(ReportError):
     """A tool the report needs (xelatex, latexmk, pandoc) is not installed."""
 
 
+class CoverOverflow(ReportError):
+    """A field of the cover (a student's name or e-mail) is wider than its column."""
+
+
 def check_tex_tools(tools: Iterable[str] = REQUIRED_TOOLS) -> None:
     """Raise :class:`TexMissing` naming the absent tools and the command that installs them."""
     missing = [tool for tool in tools if shutil.which(tool) is None]
@@ -255,6 +259,8 @@ class TexLogReport:
     errors: list[str]
     missing_characters: list[str]
     overfull: list[str]
+    # (field, how much too wide) for each overfull line inside a cover field (\hwfield in page.tex.j2)
+    overfull_fields: list[tuple[str, str]] = field(default_factory=list)
 
 
 _MISSING = re.compile(r"Missing character: There is no (.+?) in font (\S+?)(?::|!|$)")
@@ -264,6 +270,24 @@ _MISSING_INSTALL = re.compile(
     r"|fontspec Error: The font \"([^\"]+)\" cannot be found)"
 )
 _ERROR_LINE = re.compile(r"^(! .*|\S+\.tex:\d+: .*)$", re.M)
+_FIELD_START = re.compile(r"^hwfield<(.+)>$")
+FIELD_END = "hwfield-end"
+
+
+def _overfull_fields(log_text: str, tolerance_pt: float) -> list[tuple[str, str]]:
+    """Each overfull line the log reports between a cover field's markers, with the field's name."""
+    found, current = [], None
+    for line in log_text.splitlines():
+        start = _FIELD_START.match(line)
+        if start:
+            current = start.group(1)
+        elif line == FIELD_END:
+            current = None
+        elif current is not None:
+            overfull = _OVERFULL.match(line)
+            if overfull and float(overfull.group(1)) > tolerance_pt:
+                found.append((current, f"{overfull.group(1)}pt"))
+    return list(dict.fromkeys(found))
 
 
 def read_log(log_text: str, overfull_tolerance_pt: float = 2.0) -> TexLogReport:
@@ -276,7 +300,8 @@ def read_log(log_text: str, overfull_tolerance_pt: float = 2.0) -> TexLogReport:
     overfull = [
         m.group(0).strip() for m in _OVERFULL.finditer(log_text) if float(m.group(1)) > overfull_tolerance_pt
     ]
-    return TexLogReport(errors=errors, missing_characters=missing, overfull=overfull)
+    fields = _overfull_fields(log_text, overfull_tolerance_pt)
+    return TexLogReport(errors=errors, missing_characters=missing, overfull=overfull, overfull_fields=fields)
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -347,6 +372,12 @@ def run_latexmk(tex_file: Path, *, source_date_epoch: int, timeout_s: int = LATE
         raise ReportError(
             f"xelatex dropped glyphs its fonts lack (log: {log_path}); these characters would be missing "
             f"from the PDF:\n  {listed}"
+        )
+    if report.overfull_fields:
+        field_name, too_wide = report.overfull_fields[0]
+        raise CoverOverflow(
+            f"{field_name} is wider than the cover's line ({too_wide} too wide, it would run off the page): "
+            "shorten it in submission.toml (a name breaks only at its spaces)"
         )
     for line in report.overfull:
         log.warning("report: %s", line)

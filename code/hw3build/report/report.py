@@ -63,7 +63,8 @@ TEX_NAME = "report.tex"
 TMP_PREFIX = ".tex-"
 
 
-def _jinja_env() -> jinja2.Environment:
+def jinja_env() -> jinja2.Environment:
+    """The templates of templates/report, with LaTeX-friendly delimiters and the escaping filters."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         block_start_string="((*",
@@ -143,7 +144,7 @@ def render_report_tex(inputs: ReportInputs, workdir: Path, *, source_date_epoch:
     (workdir / "notebook-body.tex").write_text(notebook.body, encoding="utf-8")
 
     context = report_context(metrics, config, record, nb, workdir, checks_dir, source_date_epoch, sanitize)
-    env = _jinja_env()
+    env = jinja_env()
     first = env.get_template("report.tex.j2").render(context)
     theory_texts = [p.read_text(encoding="utf-8", errors="replace") for p in workdir.glob("theory/**/*.tex")]
     context["glyph_preamble"] = plan_glyphs([first, notebook.body, *theory_texts]).preamble()
