@@ -110,7 +110,8 @@ def _logical(visual: str) -> str:
 
 
 def page_lines(pdf: Path) -> list[list[str]]:
-    """Each page's lines, in reading order, from pdftotext's word boxes."""
+    """Each page's lines, in reading order, from pdftotext's word boxes (NFKC: joined Arabic letters
+    extract as their presentation forms)."""
     xml = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True, check=True)
     pages = []
     for page in xml.stdout.split("<page ")[1:]:
@@ -129,7 +130,7 @@ def page_lines(pdf: Path) -> list[list[str]]:
             visual = line[0][3]
             for (_, _, previous_end, _), (_, start, _, text) in zip(line, line[1:], strict=False):
                 visual += ("" if start - previous_end < 0.5 else " ") + text
-            texts.append(unicodedata.normalize("NFC", _logical(visual).translate(_QUOTES)))
+            texts.append(unicodedata.normalize("NFKC", _logical(visual).translate(_QUOTES)))
         pages.append(texts)
     return pages
 
