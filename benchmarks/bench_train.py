@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="enable_nested_tensor")
+    torch.set_flush_denormal(True)  # as the notebook trains, before torch's threads start
     if args.threads:
         torch.set_num_threads(args.threads)
 

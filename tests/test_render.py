@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -283,3 +285,15 @@ def test_parameters_are_one_a_line_as_papermill_reads_them_and_read_back_the_sam
     nb = nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": KERNELSPEC})
     nbformat.write(nb, tmp_path / "p.ipynb")
     assert set(papermill.inspect_notebook(str(tmp_path / "p.ipynb"))) == set(params)
+
+
+def test_subnormal_floats_count_as_zero_in_every_thread_of_the_run(notebook) -> None:
+    """The imports cell sets the CPU's flush of subnormal floats before torch starts its threads: every
+    thread of the run then computes them as zero (set later, it would hold in the calling thread only,
+    and the optimizer's state would slow down late in a run)."""
+    imports = next(c.source for c in notebook.cells if c.cell_type == "code" and "import torch" in c.source)
+    check = "torch.set_num_threads(2)\nx = torch.full((1 << 20,), 1e-30) * 1e-10\nprint(int((x != 0).sum()))"
+    ran = subprocess.run(
+        [sys.executable, "-c", f"seed = 211\n{imports}\n{check}"], capture_output=True, text=True, check=True
+    )
+    assert ran.stdout.strip().splitlines()[-1] == "0"

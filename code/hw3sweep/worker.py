@@ -256,6 +256,8 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops like Ctrl-C
+    # subnormal floats as zero, as the notebook trains (docs/speed.md): before torch's threads start
+    torch.set_flush_denormal(True)
     try:
         return work(args)
     except KeyboardInterrupt:

@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # refuse bad hyper-parameters and a wrong --resume before any data is loaded
         profile, hp = run_settings(args)
         folder = wikitext2_dir(data_dir=args.data_dir)
+        # subnormal floats as zero, as the notebook trains (docs/speed.md): before torch's threads start
+        torch.set_flush_denormal(True)
         if args.threads:
             torch.set_num_threads(args.threads)
         out, device = Path(args.out), resolve_device(args.device)
