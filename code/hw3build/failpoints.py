@@ -29,6 +29,7 @@ INNER = (
     "execute:kernel-running",  # the first code cell has run: the kernel is alive, run/.tmp-* is populated
     "execute:publish",  # a finished run is between its two renames (old run moved away, new not yet in)
     "latexmk",  # the report's TeX folder is written and latexmk is about to run in it
+    "latexmk:cover",  # the pre-flight's cover check is about to run TeX (before any training)
     "zip:staged",  # the new zip is written in dist/.staging, not yet validated nor renamed
     "recover",  # recovery after a killed build has done its first step (moved or removed one folder)
 )

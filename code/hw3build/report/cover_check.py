@@ -36,4 +36,4 @@ def _check(rows: tuple[tuple[str, str, str, bool], ...]) -> None:
             jinja_env().get_template(TEMPLATE).render(students=students, glyph_preamble=glyphs),
             encoding="utf-8",
         )
-        run_latexmk(tex, source_date_epoch=0, timeout_s=TIMEOUT_S)
+        run_latexmk(tex, source_date_epoch=0, timeout_s=TIMEOUT_S, point="latexmk:cover")

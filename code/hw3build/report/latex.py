@@ -323,8 +323,11 @@ def tex_environment(source_date_epoch: int, base: Mapping[str, str] | None = Non
     return env
 
 
-def run_latexmk(tex_file: Path, *, source_date_epoch: int, timeout_s: int = LATEXMK_TIMEOUT_S) -> Path:
-    """Build ``tex_file`` with ``latexmk -xelatex`` in its own folder; return the PDF.
+def run_latexmk(
+    tex_file: Path, *, source_date_epoch: int, timeout_s: int = LATEXMK_TIMEOUT_S, point: str = "latexmk"
+) -> Path:
+    """Build ``tex_file`` with ``latexmk -xelatex`` in its own folder; return the PDF. ``point`` names the
+    failpoint before TeX starts (the report's run and the pre-flight's cover check apart).
 
     TeX runs without shell escape, with paranoid file access and a reduced environment
     (:func:`tex_environment`); on a timeout latexmk and everything it started are stopped. Raises
@@ -343,7 +346,7 @@ def run_latexmk(tex_file: Path, *, source_date_epoch: int, timeout_s: int = LATE
         "-file-line-error",
         tex_file.name,
     ]
-    failpoint("latexmk")
+    failpoint(point)
     try:
         proc = run_tool(
             command, cwd=workdir, env=tex_environment(source_date_epoch), timeout_s=timeout_s, what="latexmk"
