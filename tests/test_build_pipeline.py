@@ -255,6 +255,10 @@ def test_placeholder_students_build_loudly_marked(tmp_path: Path) -> None:
     assert any("student 1" in w for w in result.warnings) and any("123456789" in w for w in result.warnings)
     record = json.loads(result.record_path.read_text())
     assert record["placeholders"] is True and len(record["warnings"]) == 2
+    # each validation warning records the rule not met and what was found, not the rule alone (it read
+    # "ID 123456789 is a real student ID" for the assignment's example ID)
+    found = {w["check"]: w["found"] for w in record["build"]["validation"]["warnings"]}
+    assert "123456789 is the assignment's example ID" in found["ID 123456789 is a real student ID"]
     assert not validate_zip(result.zip_path, strict=True).ok
 
 

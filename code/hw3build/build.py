@@ -388,7 +388,11 @@ def _finish(b: _Build) -> BuildResult:
     total = time.monotonic() - b.started
     facts = _facts(b, total)
     facts["zip"] = {"path": _relative(b.final, b.paths.project_root), "bytes": b.final.stat().st_size}
-    facts["validation"] = {"ok": b.validation.ok, "warnings": [c.title for c in b.validation.warnings]}
+    # a warning is a check not met: its title states the rule, its detail what was found instead
+    facts["validation"] = {
+        "ok": b.validation.ok,
+        "warnings": [{"check": c.title, "found": c.detail} for c in b.validation.warnings],
+    }
     write_record({**b.record, "build": facts}, b.paths.record)
     warnings = list(b.config.warnings) + [
         f"`invoke validate --strict` will refuse this zip: {c.detail}" for c in b.validation.warnings
