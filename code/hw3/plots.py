@@ -31,8 +31,8 @@ def history_table(history, test_loss=None, best_epoch=None) -> str:
 
 
 FIGURE_CAPTION = (
-    "Figure 1: the training and validation loss (left) and perplexity (right, log scale) after\n"
-    "each epoch; the dashed line is the test result of the best model."
+    "Task 4's figure: the training and validation loss (left) and perplexity (right, log scale)\n"
+    "after each epoch; the dashed line is the test result of the best model."
 )
 
 

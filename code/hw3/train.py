@@ -207,7 +207,7 @@ def count_batches(data: Tensor, bptt: int, max_batches: int | None = None) -> in
 
 
 def epoch_slice(train_data: Tensor, epoch: int, max_batches: int | None, bptt: int) -> Tensor:
-    """The rows an epoch trains on: all of them, or for a draft run (max_batches) the next
+    """The rows an epoch trains on: all of them, or with max_batches (the quick profile) the next
     max_batches batches after the previous epoch's, so each epoch sees new text (wrapping
     around)."""
     if max_batches is None:
@@ -227,7 +227,7 @@ def evaluate(
 ) -> float:
     """Mean loss per target word over eval_data (the given evaluate). On a full pass the batch
     losses, weighted by their lengths, are divided by len(eval_data) - 1 rows, as in the given code;
-    max_batches evaluates a prefix only (a draft run)."""
+    max_batches evaluates only the first max_batches batches (the quick profile's limit)."""
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     model.eval()  # turn on evaluation mode
     total_loss = torch.zeros((), dtype=torch.float64, device=eval_data.device)

@@ -222,7 +222,8 @@ def _read_column(words: list[tuple[float, float, float, str]]) -> str:
 
 
 def _flat(text: str) -> str:
-    return re.sub(r"\s+", "", text)
+    """Without whitespace (a field wraps), in NFKC: joined Arabic letters extract as presentation forms."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
 
 
 def _hostile_config(folder: Path, students) -> Path:

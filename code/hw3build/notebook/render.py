@@ -80,7 +80,7 @@ def notebook_parameters(config: Any) -> dict[str, Any]:
 # The parameters cell's groups, in order: (comment, names). A name in no group goes to the last one.
 PARAMETER_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
-        "what runs: full (the submission) or quick (a short check), where",
+        "what runs (full: the submission, or quick: a short check), on which device, which folders",
         ("profile", "device", "data_dir", "out_dir"),
     ),
     ("Task 3: the model", ("emsize", "nhid", "nlayers", "nhead", "dropout", "norm_first", "tie_weights")),
