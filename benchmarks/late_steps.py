@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             if child.returncode:
                 print(f"{arm} run failed ({child.returncode})", file=sys.stderr)
                 return 1
-            results[arm]["weights"] = torch.load(weights)
+            results[arm]["weights"] = torch.load(weights, weights_only=True)
     slow, fast = results["default"], results["flush"]
     print("-" * 72)
     print(f"ms/batch, default vs flush: first window {slow['window_ms'][0]:.1f} vs {fast['window_ms'][0]:.1f}; "
