@@ -26,13 +26,11 @@ import weakref
 import torch
 from torch import Tensor
 
-from hw3.kept_gradient import embedding_lookup, lend_gradient
-
 
 def hidden_states(model, src: Tensor, src_mask: Tensor | None) -> Tensor:
     """`TransformerModel.forward` up to (not including) the decoder:
     `[seq_len, batch, emsize]`."""
-    src = embedding_lookup(model.encoder, src) * math.sqrt(model.ninp)  # model.encoder(src)
+    src = model.encoder(src) * math.sqrt(model.ninp)
     src = model.pos_encoder(src)
     return model.transformer_encoder(src, src_mask)
 
@@ -146,7 +144,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 (row_ids[: stop - start], target[:, 0]), minus_ones[: stop - start], accumulate=True
             )
         loss = loss_sum / n_rows
-        ctx.n_rows, ctx.width, ctx.weight = n_rows, width, weight
+        ctx.n_rows, ctx.width = n_rows, width
         ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype)
         if needs_grad:
             ctx.save_for_backward(h, w, grad_logits)
@@ -159,7 +157,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         h, w, grad_logits = ctx.saved_tensors
-        hidden_dtype, _, bias_dtype = ctx.dtypes
+        hidden_dtype, weight_dtype, bias_dtype = ctx.dtypes
         width = ctx.width
         scale = grad_loss.float() / ctx.n_rows
         grad_hidden = grad_weight = grad_b = None
@@ -171,8 +169,9 @@ class LinearCrossEntropy(torch.autograd.Function):
             product, key = WORKSPACE.borrow("grad_weight", tuple(w.shape), w.dtype, w.device)
             torch.mm(grad_logits.t(), scaled_h, out=product)
             # copied out (contiguous, in the parameters' dtypes): the buffer is reused next step
-            if ctx.needs_input_grad[1]:  # into the weight's kept buffer when it is free
-                grad_weight = lend_gradient(ctx.weight).copy_(product[:, :width])
+            if ctx.needs_input_grad[1]:
+                grad_weight = product.new_empty((w.shape[0], width), dtype=weight_dtype)
+                grad_weight.copy_(product[:, :width])
             if ctx.needs_input_grad[2]:
                 grad_b = product.new_empty((w.shape[0],), dtype=bias_dtype)
                 grad_b.copy_(product[:, width])

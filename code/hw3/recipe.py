@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from hw3.kept_gradient import known_norm
 from hw3.metrics import perplexity
 
 
@@ -52,7 +51,7 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: 
     memory first; other optimizers get the gradients multiplied in place, as clip_grad_norm_ does.
     """
     grads = [p.grad for p in params if p.grad is not None]
-    total_norm = gradient_norm(grads)
+    total_norm = torch.nn.utils.get_total_norm(grads)
     factor = torch.clamp(clip / (total_norm + 1e-6), max=1.0)
     if getattr(optimizer, "_step_supports_amp_scaling", False) and optimizer.defaults.get("fused"):
         optimizer.grad_scale = factor.reciprocal()
@@ -64,17 +63,6 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[Tensor], clip: 
     else:
         torch._foreach_mul_(grads, factor)
         optimizer.step()
-
-
-def gradient_norm(grads: list[Tensor]) -> Tensor:
-    """The 2-norm of all the gradients together (clip_grad_norm_'s). A kept embedding gradient's
-    norm comes from the rows written into it (kept_gradient.known_norm), the others' in full."""
-    known = [known_norm(grad) for grad in grads]
-    norms = [norm for norm in known if norm is not None]
-    rest = [grad for grad, norm in zip(grads, known, strict=True) if norm is None]
-    if rest or not norms:
-        norms.append(torch.nn.utils.get_total_norm(rest))
-    return torch.linalg.vector_norm(torch.stack(norms))
 
 
 class EpochLog:
