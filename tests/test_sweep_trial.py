@@ -23,7 +23,7 @@ def trainer(tmp_path_factory) -> worker.Trainer:
 def args() -> argparse.Namespace:
     fixed = dict(item.split("=") for item in TINY)
     fixed = {k: (v if k == "precision" else int(v)) for k, v in fixed.items()}
-    return argparse.Namespace(budget="quick", fixed=json.dumps(fixed))
+    return argparse.Namespace(budget="quick", fixed=json.dumps(fixed), time_aware=False)
 
 
 def new_study(folder: Path) -> optuna.Study:

@@ -2,6 +2,7 @@
 
     python -m hw3sweep [--study NAME] [--trials N] [--workers K] [--timeout S] [--storage URL]
                        [--budget quick|proxy|full] [--pruner median|halving|none] [--set NAME=VALUE ...]
+                       [--time-aware [--target PPL]] [--enqueue NAME=VALUE ...]
     python -m hw3sweep --report [--study NAME] [--storage URL] [--out FILE.md]
     python -m hw3sweep --apply [--study NAME] [--storage URL] [--config submission.toml] [--trial N]
 
@@ -10,6 +11,10 @@ each trial as it ends; another machine joins the same study by running the same 
 same ``--storage`` (PostgreSQL). ``--trials N`` is the study's target of finished (complete or
 pruned) trials, whoever runs them: a second machine's same command adds workers, not trials, and
 running it again after the target is reached does nothing. Each worker gets cores / K threads.
+
+``--time-aware`` makes the study two-objective (:mod:`hw3sweep.objective`): validation perplexity
+and training batches, the run's length searched up to the budget's epochs. ``--enqueue`` adds one
+hand-picked configuration (the budget's settings with these changes) to be tried next, once.
 """
 
 from __future__ import annotations
@@ -29,7 +34,15 @@ from hw3.download import DataError, wikitext2_dir
 from hw3tools.studies import JOURNAL_SUFFIX, SWEEPS_DIR, StudyError, check_study_name, is_url, study_location
 from hw3tools.train import parse_override
 
-from hw3sweep.budgets import BUDGETS, get_budget
+from hw3sweep.budgets import BUDGETS, Budget, get_budget
+from hw3sweep.objective import (
+    TARGET_ATTR,
+    TIME_AWARE_ATTR,
+    describe,
+    directions,
+    trained_batches,
+    validation_ppl,
+)
 from hw3sweep.report import fmt
 from hw3sweep.space import space_params
 from hw3sweep.storage import DEFAULT_HEARTBEAT_S, budget_lock, open_sweep_storage
@@ -59,7 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     parser.add_argument("--timeout", type=float, help="seconds after which workers start no new trial")
     parser.add_argument("--budget", choices=list(BUDGETS), help="how long each trial trains (default: proxy)")
-    parser.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
+    parser.add_argument("--pruner", choices=["median", "halving", "none"],
+                        help="default: median (none for --time-aware, which Optuna cannot prune)")  # fmt: skip
+    parser.add_argument("--time-aware", action="store_true",
+                        help="two objectives: validation perplexity and training batches (epochs searched)")  # fmt: skip
+    parser.add_argument("--target", type=float,
+                        help="--time-aware: the validation perplexity to reach (default: the baseline trial's)")  # fmt: skip
+    parser.add_argument("--enqueue", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
+                        help="try this configuration (the budget's settings with these changes) next, once")  # fmt: skip
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
                         help="fix hyper-parameters for every trial (a searched one is then not searched)")  # fmt: skip
     parser.add_argument(
@@ -91,23 +111,53 @@ def study_settings(args: argparse.Namespace) -> dict[str, Any]:
     budget = get_budget(args.budget or "proxy")
     fixed = dict(parse_override(item) for item in args.set)
     budget.base(fixed)  # refuse an unknown name or a value outside the box now
-    return {"budget": budget.name, "pruner": args.pruner, "fixed": fixed}
+    if args.time_aware and args.pruner not in (None, "none"):
+        raise StudyError(
+            f"--pruner {args.pruner} with --time-aware: Optuna cannot prune a two-objective trial; "
+            "leave --pruner out"
+        )
+    if args.target is not None and not args.time_aware:
+        raise StudyError("--target is the time-aware study's goal: add --time-aware, or leave --target out")
+    pruner = args.pruner or ("none" if args.time_aware else "median")
+    return {"budget": budget.name, "pruner": pruner, "fixed": fixed, TIME_AWARE_ATTR: args.time_aware}
 
 
-def open_study(location: str, name: str, settings: dict[str, Any]) -> optuna.Study:
+def trial_params(
+    budget: Budget, fixed: dict[str, Any], changes: dict[str, Any], time_aware: bool
+) -> dict[str, Any]:
+    """The Optuna parameters of the budget's settings with ``changes`` (every searched one, so a
+    trial enqueued with them samples nothing), less the fixed ones."""
+    hp = budget.base(fixed).replace(**changes)  # refuses a value outside the box
+    params, _ = space_params(hp)
+    if time_aware:
+        params["epochs"] = hp.epochs
+    return {k: v for k, v in params.items() if k not in fixed}
+
+
+def open_study(
+    location: str, name: str, settings: dict[str, Any], target: float | None = None
+) -> optuna.Study:
     """Create the study or join it; a new study gets the budget's own settings as its first trial
     (the baseline). Refuses to join a study created with other settings."""
     storage = open_sweep_storage(location)
-    study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+    time_aware = settings[TIME_AWARE_ATTR]
+    study = optuna.create_study(
+        study_name=name, storage=storage, directions=directions(time_aware), load_if_exists=True
+    )
     with budget_lock(location, name):
-        recorded = {key: study.user_attrs.get(key) for key in settings}
+        # a study from before the time-aware one has no such attribute: it is a perplexity study
+        recorded = {
+            key: study.user_attrs.get(key, False if key == TIME_AWARE_ATTR else None) for key in settings
+        }
         if recorded["budget"] is None:
             for key, value in settings.items():
                 study.set_user_attr(key, value)
-            study.set_user_attr("objective", "validation perplexity (best epoch)")
-            budget = get_budget(settings["budget"])
-            params, _ = space_params(budget.base(settings["fixed"]))
-            study.enqueue_trial({k: v for k, v in params.items() if k not in settings["fixed"]})
+            study.set_user_attr("objective", describe(time_aware))
+            if target is not None:
+                study.set_user_attr(TARGET_ATTR, target)
+            study.enqueue_trial(
+                trial_params(get_budget(settings["budget"]), settings["fixed"], {}, time_aware)
+            )
         elif recorded != settings:
             differ = ", ".join(
                 f"{k}: {recorded[k]!r} there, {settings[k]!r} here"
@@ -115,7 +165,28 @@ def open_study(location: str, name: str, settings: dict[str, Any]) -> optuna.Stu
                 if recorded[k] != settings[k]
             )
             raise StudyError(f"study {name!r} was started with other settings ({differ}); pass the same, or another --study")  # fmt: skip
+        elif target is not None and study.user_attrs.get(TARGET_ATTR) != target:
+            raise StudyError(
+                f"study {name!r} has target {study.user_attrs.get(TARGET_ATTR)!r}, not {target!r}: "
+                "a study keeps the goal it started with; leave --target out, or use another --study"
+            )
     return study
+
+
+def enqueue(study: optuna.Study, location: str, settings: dict[str, Any], items: list[str]) -> None:
+    """Add one hand-picked configuration to be tried next (skipped if the study already has it)."""
+    changes = dict(parse_override(item) for item in items)
+    clash = sorted(set(changes) & set(settings["fixed"]))
+    if clash:
+        raise StudyError(f"--enqueue {', '.join(clash)}: fixed for the whole study by --set; leave it out")
+    params = trial_params(
+        get_budget(settings["budget"]), settings["fixed"], changes, settings[TIME_AWARE_ATTR]
+    )
+    with budget_lock(location, study.study_name):
+        before = len(study.get_trials(deepcopy=False))
+        study.enqueue_trial(params, skip_if_exists=True)
+        added = len(study.get_trials(deepcopy=False)) > before
+    print(f"enqueued: {' '.join(items)}" if added else f"already in the study: {' '.join(items)}", flush=True)
 
 
 def corpus_folder(args: argparse.Namespace) -> Path:
@@ -132,7 +203,10 @@ def cores() -> int:
 
 
 def describe_trial(trial: optuna.trial.FrozenTrial) -> str:
-    value = "" if trial.value is None else f"validation ppl {fmt(trial.value):>8s}"
+    ppl, batches = validation_ppl(trial), trained_batches(trial)
+    value = (
+        "" if ppl is None else f"validation ppl {fmt(ppl):>8s}" + (f", {batches} batches" if batches else "")
+    )
     history = trial.user_attrs.get("history") or []
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     return (
@@ -147,13 +221,16 @@ def run(args: argparse.Namespace) -> int:
         raise StudyError("--workers and --trials must be at least 1")
     location = study_location(name, args.storage)
     folder = corpus_folder(args)
-    study = open_study(location, name, settings)
+    study = open_study(location, name, settings, args.target)
+    if args.enqueue:
+        enqueue(study, location, settings, args.enqueue)
     threads = max(1, cores() // args.workers)
     logs = SWEEPS_DIR / name / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     print(
         f"study {name!r} in {location}: {args.trials} trials, budget {settings['budget']} "
         f"({get_budget(settings['budget']).description}), pruner {settings['pruner']}; "
+        f"{'time-aware (perplexity and batches), ' if settings[TIME_AWARE_ATTR] else ''}"
         f"{args.workers} worker(s) here with {threads} thread(s) each; logs in {logs}",
         flush=True,
     )
@@ -189,6 +266,8 @@ def start_worker(
         "--threads", str(threads), "--heartbeat", str(args.heartbeat), "--seed", str(args.seed),
         "--index", str(index),
     ]  # fmt: skip
+    if settings[TIME_AWARE_ATTR]:
+        command.append("--time-aware")
     if args.timeout:
         command += ["--timeout", str(args.timeout)]
     env = {

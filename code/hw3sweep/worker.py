@@ -6,8 +6,9 @@ machine; a worker on another machine is just the same command with the same ``--
 
 A trial trains with the functions the notebook uses (``hw3.data.load_splits``,
 ``hw3.train.build_model`` and ``fit``) and reports the validation perplexity after every epoch
-(``trial.report``) so the pruner can stop it; its value is the best validation perplexity. It
-records its complete hyper-parameters, the per-epoch history, the device, precision, threads,
+(``trial.report``) so the pruner can stop it; its value is the best validation perplexity. In a
+time-aware study (:mod:`hw3sweep.objective`) it also searches the run's length, is not pruned, and
+its values are the best validation perplexity and the training batches the run took. It records its complete hyper-parameters, the per-epoch history, the device, precision, threads,
 torch version, git commit, data fingerprint and worker. The test split is never evaluated here.
 
 Each trial runs through ``Study.optimize(n_trials=1)``: Optuna asks for it, keeps its heartbeat and
@@ -39,12 +40,13 @@ from hw3.files import write_atomic
 from hw3.hparams import FIXED, HParams
 from hw3.metrics import perplexity
 from hw3.recipe import TrainingDiverged
-from hw3.train import build_model, fit, resolve_device, resolved_run, set_seed
+from hw3.train import build_model, count_batches, fit, resolve_device, resolved_run, set_seed
 from hw3tools.repo import git_state
 from hw3tools.studies import HPARAMS_ATTR, SWEEPS_DIR
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hw3sweep.budgets import get_budget
+from hw3sweep.objective import BATCHES_ATTR, dominates
 from hw3sweep.space import suggest_hparams
 from hw3sweep.storage import (
     DEFAULT_HEARTBEAT_S,
@@ -104,8 +106,9 @@ class Trainer:
         self.data = summary(corpus)
         self.git = git_commit()
 
-    def run(self, trial: Trial, hp: HParams, study: str) -> float:
-        """Train ``hp`` for ``trial``; the best validation perplexity. Raises TrialPruned."""
+    def run(self, trial: Trial, hp: HParams, study: str, time_aware: bool = False) -> float | list[float]:
+        """Train ``hp`` for ``trial``; the best validation perplexity, and in a time-aware study
+        the training batches too. Raises TrialPruned (a pruned or diverged run)."""
         trial.set_user_attr("run", resolved_run(self.device, hp))
         trial.set_user_attr("data", self.data)
         trial.set_user_attr("git", self.git)
@@ -117,6 +120,8 @@ class Trainer:
             trial.set_user_attr("history", result.history)  # the curve survives a kill
             if not math.isfinite(row["val_ppl"]):  # a finite loss whose exp() no float holds
                 raise TrainingDiverged(f"validation loss {row['val_loss']:.4g} after epoch {row['epoch']}")
+            if time_aware:  # Optuna prunes single-objective trials only
+                return
             trial.report(row["val_ppl"], step=row["epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned(
@@ -135,19 +140,26 @@ class Trainer:
             raise KeyboardInterrupt
         trial.set_user_attr("best_epoch", result.best_epoch)
         value = perplexity(result.best_val_loss)  # finite: every epoch's was checked above
-        keep_if_best(trial.study, trial.number, value, result.best_model, study)
-        return value
+        batches = count_batches(self.train_data, hp.bptt, hp.max_train_batches) * len(result.history)
+        trial.set_user_attr(BATCHES_ATTR, batches)
+        values = [value, float(batches)] if time_aware else [value]
+        keep_if_best(trial.study, trial.number, values, result.best_model, study)
+        return values if time_aware else value
 
 
-def keep_if_best(study: optuna.Study, number: int, value: float, model: torch.nn.Module, name: str) -> None:
-    """Save the weights of a trial that beats every finished one; drop this machine's others."""
-    done = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if done and value >= min(done):
+def keep_if_best(
+    study: optuna.Study, number: int, values: list[float], model: torch.nn.Module, name: str
+) -> None:
+    """Save the weights of a trial that no finished one beats (in a two-objective study: that none
+    dominates, so the Pareto front keeps its weights); drop this machine's weights it beats."""
+    done = {t.number: t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    if any(dominates(other, values) or (len(values) == 1 and other == values) for other in done.values()):
         return
     folder = weights_dir(name)
     write_atomic(weights_path(name, number), lambda f: torch.save(model.state_dict(), f))
     for other in folder.glob("trial-*.pt"):
-        if other.name != f"trial-{number}.pt":
+        other_number = int(other.stem.removeprefix("trial-"))
+        if other_number != number and (other_number not in done or dominates(values, done[other_number])):
             other.unlink(missing_ok=True)
 
 
@@ -179,24 +191,28 @@ def run_one(
     fixed = json.loads(args.fixed)
     numbers: list[int] = []
 
-    def objective(trial: Trial) -> float:
+    def objective(trial: Trial) -> float | list[float]:
         numbers.append(trial.number)
         asked()
         hp = suggest_hparams(trial, budget.base(fixed), fixed)
+        if args.time_aware and "epochs" not in fixed:  # the run's length is searched, up to the budget's
+            hp = hp.replace(epochs=trial.suggest_int("epochs", 1, budget.base(fixed).epochs))
         trial.set_user_attr(HPARAMS_ATTR, hp.to_dict())
         trial.set_user_attr("profile", budget.profile)
         trial.set_user_attr("budget", budget.name)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         print(f"== trial {trial.number}: {trial.params}", flush=True)
         try:
-            value = trainer.run(trial, hp, study.study_name)
+            value = trainer.run(trial, hp, study.study_name, args.time_aware)
         except KeyboardInterrupt:
             print(f"== trial {trial.number} interrupted: FAIL, enqueued again", flush=True)
             trial.set_user_attr("interrupted", True)
             raise
         if value is None:
             raise optuna.TrialPruned()
-        print(f"== trial {trial.number}: validation perplexity {value:.2f}", flush=True)
+        ppl, *batches = value if isinstance(value, list) else [value]
+        shown = f", {int(batches[0])} training batches" if batches else ""
+        print(f"== trial {trial.number}: validation perplexity {ppl:.2f}{shown}", flush=True)
         return value
 
     try:
@@ -239,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", required=True)
     parser.add_argument("--pruner", default="median")
     parser.add_argument("--fixed", default="{}", help="JSON object of fixed hyper-parameters")
+    parser.add_argument("--time-aware", action="store_true", help="two objectives: perplexity and batches")
     parser.add_argument("--corpus", required=True, help="folder with wiki.{train,valid,test}.tokens")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
