@@ -29,10 +29,11 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
     storage = str(tmp_path / "build" / "sweeps" / f"{study}.journal")
     tiny = [item for item in TINY if not item.startswith("epochs=")]  # the length is searched
     command = sweep_command(corpus, study, storage, 5, 1, "--time-aware", "--set", *tiny)
-    process = start_sweep(tmp_path, [*command, "--enqueue", "epochs=1", "dropout=0.05"])
-    output = finish(process)
+    picked = ["--enqueue", "epochs=1", "dropout=0.05", "--enqueue", "epochs=1", "cooldown=0.5"]
+    output = finish(process := start_sweep(tmp_path, [*command, *picked]))
     assert process.returncode == 0, output
-    assert "enqueued: epochs=1 dropout=0.05" in output and "pruner none" in output
+    assert "enqueued: epochs=1 dropout=0.05" in output and "enqueued: epochs=1 cooldown=0.5" in output
+    assert "pruner none" in output
     loaded = load(study, storage)
     assert loaded.directions == [StudyDirection.MINIMIZE, StudyDirection.MINIMIZE]
     trials = loaded.get_trials()
@@ -41,6 +42,7 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
     assert trials[0].params["epochs"] == 2 and trials[0].params["warmup_batches"] == 50
     assert trials[1].params["epochs"] == 1 and trials[1].params["dropout"] == 0.05
     assert trials[1].params["warmup_batches"] == 50  # the rest is the budget's, not sampled
+    assert trials[2].params["epochs"] == 1 and trials[2].params["cooldown"] == 0.5
     for trial in trials:  # the second value is the batches the run trained: epochs x 2 batches
         assert trained_batches(trial) == 2 * trial.params["epochs"] == 2 * len(trial.user_attrs["history"])
         assert validation_ppl(trial) == pytest.approx(min(r["val_ppl"] for r in trial.user_attrs["history"]))

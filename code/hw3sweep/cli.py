@@ -14,7 +14,8 @@ running it again after the target is reached does nothing. Each worker gets core
 
 ``--time-aware`` makes the study two-objective (:mod:`hw3sweep.objective`): validation perplexity
 and training batches, the run's length searched up to the budget's epochs. ``--enqueue`` adds one
-hand-picked configuration (the budget's settings with these changes) to be tried next, once.
+hand-picked configuration (the budget's settings with these changes) to be tried next, once;
+repeated, one for each.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="two objectives: validation perplexity and training batches (epochs searched)")  # fmt: skip
     parser.add_argument("--target", type=float,
                         help="--time-aware: the validation perplexity to reach (default: the baseline trial's)")  # fmt: skip
-    parser.add_argument("--enqueue", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
-                        help="try this configuration (the budget's settings with these changes) next, once")  # fmt: skip
+    parser.add_argument("--enqueue", nargs="+", action="append", default=[], metavar="NAME=VALUE",
+                        help="try this configuration (the budget's settings with these changes) next, once; "
+                             "repeat --enqueue for more")  # fmt: skip
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="NAME=VALUE",
                         help="fix hyper-parameters for every trial (a searched one is then not searched)")  # fmt: skip
     parser.add_argument(
@@ -222,8 +224,8 @@ def run(args: argparse.Namespace) -> int:
     location = study_location(name, args.storage)
     folder = corpus_folder(args)
     study = open_study(location, name, settings, args.target)
-    if args.enqueue:
-        enqueue(study, location, settings, args.enqueue)
+    for items in args.enqueue:
+        enqueue(study, location, settings, items)
     threads = max(1, cores() // args.workers)
     logs = SWEEPS_DIR / name / "logs"
     logs.mkdir(parents=True, exist_ok=True)
