@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import uuid
 
+import optuna
 import pytest
 from hw3sweep.cli import main as sweep_main
 from hw3sweep.objective import dominates, pareto_front, trained_batches, validation_ppl
+from optuna.distributions import IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 from sweep_fixtures import TINY, load, start_sweep, sweep_command, write_corpus
@@ -29,7 +33,8 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
     storage = str(tmp_path / "build" / "sweeps" / f"{study}.journal")
     tiny = [item for item in TINY if not item.startswith("epochs=")]  # the length is searched
     command = sweep_command(corpus, study, storage, 5, 1, "--time-aware", "--set", *tiny)
-    picked = ["--enqueue", "epochs=1", "dropout=0.05", "--enqueue", "epochs=1", "cooldown=0.5"]
+    picked = ["--enqueue", "epochs=1", "dropout=0.05", "--enqueue", "epochs=1", "cooldown=0.5",
+              "--enqueue", "seed=5", "epochs=1", "dropout=0.05"]  # fmt: skip
     output = finish(process := start_sweep(tmp_path, [*command, *picked]))
     assert process.returncode == 0, output
     assert "enqueued: epochs=1 dropout=0.05" in output and "enqueued: epochs=1 cooldown=0.5" in output
@@ -43,6 +48,9 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
     assert trials[1].params["epochs"] == 1 and trials[1].params["dropout"] == 0.05
     assert trials[1].params["warmup_batches"] == 50  # the rest is the budget's, not sampled
     assert trials[2].params["epochs"] == 1 and trials[2].params["cooldown"] == 0.5
+    # a repeat with another seed: the same parameters, trained with that seed
+    assert trials[3].params == trials[1].params and trials[3].user_attrs["hparams"]["seed"] == 5
+    assert trials[1].user_attrs["hparams"]["seed"] == 211
     for trial in trials:  # the second value is the batches the run trained: epochs x 2 batches
         assert trained_batches(trial) == 2 * trial.params["epochs"] == 2 * len(trial.user_attrs["history"])
         assert validation_ppl(trial) == pytest.approx(min(r["val_ppl"] for r in trial.user_attrs["history"]))
@@ -51,9 +59,11 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
     weights = tmp_path / "build" / "sweeps" / study / "weights"
     kept = sorted(int(p.stem.removeprefix("trial-")) for p in weights.glob("trial-*.pt"))
     assert kept == sorted(t.number for t in pareto_front(trials))
-    # enqueuing the same configuration again adds nothing
-    again = start_sweep(tmp_path, [*command, "--enqueue", "epochs=1", "dropout=0.05"])
-    assert "already in the study: epochs=1 dropout=0.05" in finish(again)
+    # enqueuing the same configuration again adds nothing (with either seed)
+    again = start_sweep(tmp_path, [*command, *picked])
+    output = finish(again)
+    assert "already in the study: epochs=1 dropout=0.05" in output
+    assert "already in the study: seed=5 epochs=1 dropout=0.05" in output
     assert len(load(study, storage).get_trials()) == 5
 
 
@@ -106,3 +116,82 @@ def test_the_pareto_front_is_what_no_other_trial_beats_on_both() -> None:
               trial(4, 141.0, 8784), trial(5, 128.2, 8784)]  # fmt: skip
     assert [t.number for t in pareto_front(trials)] == [3, 5]
     assert dominates([1, 2], [1, 3]) and not dominates([1, 3], [1, 3]) and not dominates([0, 4], [1, 3])
+
+
+def made_trial(number: int, ppl: float, epochs: int, seed: int = 211, **changes):
+    """A complete trial of the full budget, as a time-aware worker records it (no training)."""
+    from hw3sweep.budgets import get_budget
+    from hw3sweep.space import space_params
+
+    hp = get_budget("full").base().replace(epochs=epochs, seed=seed, **changes)
+    params, distributions = space_params(hp)
+    distributions["epochs"] = IntDistribution(1, 4)
+    batches = 2928 * epochs
+    history = [{"epoch": e + 1, "val_ppl": ppl + 10 * (epochs - e - 1)} for e in range(epochs)]
+    trial = create_trial(
+        values=[ppl, batches],
+        params={**params, "epochs": epochs},
+        distributions=distributions,
+        user_attrs={"hparams": hp.to_dict(), "budget": "full", "history": history, "batches": batches},
+    )
+    trial.number = number
+    return trial
+
+
+def time_aware_study(tmp_path, trials) -> optuna.Study:
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "t.journal")))
+    study = optuna.create_study(study_name="t", storage=storage, directions=["minimize", "minimize"])
+    for key, value in {"budget": "full", "pruner": "none", "fixed": {}, "time_aware": True}.items():
+        study.set_user_attr(key, value)
+    study.add_trials(trials)
+    return study
+
+
+def test_the_report_chooses_the_fewest_batches_that_reach_the_baseline(tmp_path, monkeypatch) -> None:
+    from hw3sweep.apply import apply_trial
+    from hw3sweep.report import chosen_trial, target, write_report
+
+    monkeypatch.chdir(tmp_path)
+    trials = [made_trial(0, 128.2, 4), made_trial(1, 127.9, 3, cooldown=0.4),
+              made_trial(2, 128.5, 3, dropout=0.05), made_trial(3, 135.0, 2, cooldown=0.5),
+              made_trial(4, 129.0, 4, dropout=0.2)]  # fmt: skip
+    study = time_aware_study(tmp_path, trials)
+    assert target(study)[0] == pytest.approx(128.2)  # the baseline's: the full profile's own settings
+    assert chosen_trial(study).number == 1  # 3 epochs and under 128.2; #2 has 3 epochs but misses it
+    out = write_report(study, "t.journal", out=tmp_path / "report.md", evaluate_test=False)
+    text = out.read_text()
+    assert (
+        "Target: validation perplexity 128.2 (the baseline's: the budget's own settings, trial(s) #0)" in text
+    )
+    assert "in 8,784 training batches (3 epochs; the baseline trained 11,712: 0.75x)" in text
+    front = text.split("## The Pareto front")[1].split("##")[0]
+    rows = [line for line in front.splitlines() if line.startswith("| ") and "#" in line]
+    assert [row.split(" | ")[4] for row in rows] == ["#3", "#1"]  # #0, #2 and #4 are dominated
+    assert "| 8,784 | 3 | 127.9 | yes | #1 | cooldown=0.4, epochs=3 |" in front
+    assert "Run with one seed (211) so far: not yet confirmed" in text
+    assert "--enqueue seed=212 cooldown=0.4 epochs=3`" in text
+    assert (tmp_path / "figures" / "pareto_front.png").is_file()
+    assert (tmp_path / "figures" / "validation_by_batches.png").is_file()
+    # the chosen configuration's length is part of it: --apply writes the epochs too
+    config = tmp_path / "submission.toml"
+    config.write_text("[hparams]\n", encoding="utf-8")
+    apply_trial(config, chosen_trial(study))
+    assert "epochs = 3" in config.read_text() and "cooldown = 0.4" in config.read_text()
+
+
+def test_a_second_seed_that_misses_the_target_moves_the_choice(tmp_path, monkeypatch) -> None:
+    from hw3sweep.report import chosen_trial, write_report
+
+    monkeypatch.chdir(tmp_path)
+    trials = [made_trial(0, 128.2, 4), made_trial(1, 127.9, 3, cooldown=0.4),
+              made_trial(2, 128.9, 3, seed=212, cooldown=0.4), made_trial(3, 128.0, 4, dropout=0.05)]  # fmt: skip
+    study = time_aware_study(tmp_path, trials)
+    # #1 and #2 are one configuration: its mean over the two seeds, 128.4, misses 128.2
+    assert chosen_trial(study).number == 3
+    text = write_report(study, "t.journal", out=tmp_path / "report.md", evaluate_test=False).read_text()
+    assert "Trial 3: validation perplexity 128.0" in text
+    trials.append(made_trial(4, 128.05, 4, seed=212, dropout=0.05))
+    (tmp_path / "again").mkdir()
+    study = time_aware_study(tmp_path / "again", trials)
+    text = write_report(study, "t.journal", out=tmp_path / "again.md", evaluate_test=False).read_text()
+    assert "Confirmed with 2 seeds (211, 212)" in text

@@ -32,11 +32,22 @@ from typing import Any
 
 import optuna
 from hw3.download import DataError, wikitext2_dir
-from hw3tools.studies import JOURNAL_SUFFIX, SWEEPS_DIR, StudyError, check_study_name, is_url, study_location
+from hw3.hparams import HParams
+from hw3tools.studies import (
+    HPARAMS_ATTR,
+    JOURNAL_SUFFIX,
+    SWEEPS_DIR,
+    StudyError,
+    check_study_name,
+    is_url,
+    study_location,
+)
 from hw3tools.train import parse_override
+from optuna.trial import TrialState
 
 from hw3sweep.budgets import BUDGETS, Budget, get_budget
 from hw3sweep.objective import (
+    SEED_ATTR,
     TARGET_ATTR,
     TIME_AWARE_ATTR,
     describe,
@@ -176,19 +187,29 @@ def open_study(
 
 
 def enqueue(study: optuna.Study, location: str, settings: dict[str, Any], items: list[str]) -> None:
-    """Add one hand-picked configuration to be tried next (skipped if the study already has it)."""
+    """Add one hand-picked configuration to be tried next, once: the budget's settings with the
+    given changes; ``seed=N`` among them repeats a configuration with another seed (the seed is not
+    searched, so it travels as the trial's user attribute)."""
     changes = dict(parse_override(item) for item in items)
     clash = sorted(set(changes) & set(settings["fixed"]))
     if clash:
         raise StudyError(f"--enqueue {', '.join(clash)}: fixed for the whole study by --set; leave it out")
+    seed = changes.pop("seed", None)
     params = trial_params(
         get_budget(settings["budget"]), settings["fixed"], changes, settings[TIME_AWARE_ATTR]
     )
+    default_seed = settings["fixed"].get("seed", HParams().seed)
     with budget_lock(location, study.study_name):
-        before = len(study.get_trials(deepcopy=False))
-        study.enqueue_trial(params, skip_if_exists=True)
-        added = len(study.get_trials(deepcopy=False)) > before
-    print(f"enqueued: {' '.join(items)}" if added else f"already in the study: {' '.join(items)}", flush=True)
+        known = any(
+            t.params == params
+            and t.user_attrs.get(SEED_ATTR, t.user_attrs.get(HPARAMS_ATTR, {}).get("seed", default_seed))
+            == (default_seed if seed is None else seed)
+            for t in study.get_trials(deepcopy=False)
+            if t.state != TrialState.FAIL  # a failed trial does not count: it was retried or may be
+        )
+        if not known:
+            study.enqueue_trial(params, user_attrs=None if seed is None else {SEED_ATTR: seed})
+    print(f"already in the study: {' '.join(items)}" if known else f"enqueued: {' '.join(items)}", flush=True)
 
 
 def corpus_folder(args: argparse.Namespace) -> Path:

@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 TIME_AWARE_ATTR = "time_aware"  # study user attribute: True for the two-objective study
 TARGET_ATTR = "target"  # study user attribute: the validation perplexity to reach (time-aware)
 BATCHES_ATTR = "batches"  # trial user attribute: the training batches the run took
+SEED_ATTR = "enqueued_seed"  # an enqueued trial's user attribute: train with this seed (a repeat)
 
 
 def directions(time_aware: bool) -> list[str]:

@@ -3,7 +3,10 @@ figures (matplotlib: they land in PDFs and READMEs as they are) and, once, its t
 
 The choice is made on validation only: trials are grouped by configuration (every hyper-parameter
 but the seed), the configuration with the lowest mean validation perplexity wins, and its trial with
-the default seed (else its best) is the chosen trial. Only then is the test split evaluated, for
+the default seed (else its best) is the chosen trial. In a time-aware study the configuration with
+the fewest training batches whose mean validation perplexity reaches the study's target wins (the
+target: given when the study started, else the baseline's, the budget's own settings); the report
+shows the Pareto front of perplexity and batches, and how many seeds the chosen one was run with. Only then is the test split evaluated, for
 that trial alone, and the result recorded in the study (``test_evaluations``) so it is never
 evaluated again: a trial imported from an earlier record brings the test figure measured then.
 
@@ -31,6 +34,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hw3sweep.apply import NOT_APPLIED, applied_settings, toml_lines
 from hw3sweep.budgets import get_budget
+from hw3sweep.objective import (
+    TARGET_ATTR,
+    TIME_AWARE_ATTR,
+    describe,
+    pareto_front,
+    trained_batches,
+    validation_ppl,
+)
 
 DEFAULT_SEED = HParams().seed
 TEST_EVALUATIONS = "test_evaluations"  # study user attribute: every test evaluation, ever
@@ -62,6 +73,14 @@ def candidates(study: optuna.Study) -> list[FrozenTrial]:
     ]
 
 
+def is_time_aware(study: optuna.Study) -> bool:
+    return bool(study.user_attrs.get(TIME_AWARE_ATTR))
+
+
+def mean_ppl(group: list[FrozenTrial]) -> float:
+    return statistics.fmean(validation_ppl(t) for t in group)
+
+
 def configuration_key(trial: FrozenTrial) -> tuple:
     settings = dict(trial.user_attrs[HPARAMS_ATTR])
     settings.pop("seed", None)
@@ -73,17 +92,50 @@ def ranked_configurations(study: optuna.Study) -> list[list[FrozenTrial]]:
     groups: dict[tuple, list[FrozenTrial]] = defaultdict(list)
     for trial in candidates(study):
         groups[configuration_key(trial)].append(trial)
-    return sorted(groups.values(), key=lambda g: (statistics.fmean(t.value for t in g), g[0].number))
+    return sorted(groups.values(), key=lambda g: (mean_ppl(g), g[0].number))
+
+
+def baseline_group(study: optuna.Study) -> list[FrozenTrial]:
+    """The candidates with the budget's own settings (the baseline a new study enqueues first)."""
+    fixed = study.user_attrs.get("fixed") or {}
+    budget = get_budget(selection_budget(study))
+    settings = budget.base(fixed).to_dict()
+    settings.pop("seed", None)
+    key = tuple(sorted(settings.items()))
+    return [t for t in candidates(study) if configuration_key(t) == key]
+
+
+def target(study: optuna.Study) -> tuple[float | None, str]:
+    """A time-aware study's validation perplexity to reach, and where it comes from."""
+    if study.user_attrs.get(TARGET_ATTR) is not None:
+        return float(study.user_attrs[TARGET_ATTR]), "given when the study started"
+    baseline = baseline_group(study)
+    if not baseline:
+        return None, "the baseline (the budget's own settings) has not finished yet"
+    numbers = ", ".join(f"#{t.number}" for t in sorted(baseline, key=lambda t: t.number))
+    return mean_ppl(baseline), f"the baseline's: the budget's own settings, trial(s) {numbers}"
+
+
+def chosen_group(study: optuna.Study) -> list[FrozenTrial] | None:
+    """The chosen configuration's trials: the best by validation, or in a time-aware study the one
+    with the fewest batches that reaches the target (then the lower perplexity)."""
+    ranked = ranked_configurations(study)
+    if not is_time_aware(study):
+        return ranked[0] if ranked else None
+    goal, _ = target(study)
+    if goal is None:
+        return None
+    reaching = [g for g in ranked if mean_ppl(g) <= goal + 1e-9]
+    return min(reaching, key=lambda g: (trained_batches(g[0]), mean_ppl(g)), default=None)
 
 
 def chosen_trial(study: optuna.Study) -> FrozenTrial | None:
     """The chosen configuration's trial with the default seed, else its best (None: none)."""
-    ranked = ranked_configurations(study)
-    if not ranked:
+    group = chosen_group(study)
+    if not group:
         return None
-    group = ranked[0]
     default_seed = [t for t in group if t.user_attrs[HPARAMS_ATTR].get("seed") == DEFAULT_SEED]
-    return min(default_seed or group, key=lambda t: t.value)
+    return min(default_seed or group, key=validation_ppl)
 
 
 def show(value: Any) -> str:
@@ -108,7 +160,8 @@ def differences(trial: FrozenTrial) -> str:
 
 def trial_order(trial: FrozenTrial) -> tuple:
     rank = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}.get(trial.state, 2)
-    value = trial.value if trial.value is not None and math.isfinite(trial.value) else math.inf
+    value = validation_ppl(trial)
+    value = value if value is not None and math.isfinite(value) else math.inf
     return (rank, value, trial.number)
 
 
@@ -118,7 +171,9 @@ def trials_table(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
     head = (
         ["trial", "state"]
         + (["budget"] if show_budget else [])
-        + ["validation ppl", "epochs", "duration", "device"]
+        + ["validation ppl"]
+        + (["training batches"] if is_time_aware(study) else [])
+        + ["epochs", "duration", "device"]
     )
     head += (["judged on test"] if show_test else []) + ["settings (differences from the full profile)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -127,7 +182,11 @@ def trials_table(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
         seconds = trial.duration.total_seconds() if trial.duration else trial.user_attrs.get("train_seconds")
         row = [str(trial.number), trial.state.name.lower()]
         row += [trial.user_attrs.get("budget", "")] if show_budget else []
-        row += [fmt(trial.value), str(len(trial.user_attrs.get("history") or [])),
+        row += [fmt(validation_ppl(trial))]
+        row += (
+            [f"{trained_batches(trial):,}" if trained_batches(trial) else "–"] if is_time_aware(study) else []
+        )
+        row += [str(len(trial.user_attrs.get("history") or [])),
                 f"{seconds / 60:.0f} min" if seconds else "–",
                 f"{run.get('device_name', run.get('device', '?'))}, {run.get('precision', '?')}"]  # fmt: skip
         row += ["yes" if trial.user_attrs.get("judged_on_test") else ""] if show_test else []
@@ -138,6 +197,8 @@ def trials_table(study: optuna.Study, trials: list[FrozenTrial]) -> list[str]:
 
 def summary_table(study: optuna.Study) -> list[str]:
     """The few best configurations, for the README (with whether each was judged on test before)."""
+    if is_time_aware(study):
+        return front_table(study)
     judged = any("judged_on_test" in t.user_attrs for t in candidates(study))
     head = "| configuration (differences from the full profile) | validation ppl | trials |"
     lines = [
@@ -146,7 +207,7 @@ def summary_table(study: optuna.Study) -> list[str]:
     ]
     for group in ranked_configurations(study)[:SUMMARY_ROWS]:
         group = sorted(group, key=lambda t: t.number)
-        values = ", ".join(fmt(t.value) for t in group)
+        values = ", ".join(fmt(validation_ppl(t)) for t in group)
         numbers = ", ".join(f"#{t.number}" for t in group)
         settings = ", ".join(
             part for part in differences(group[0]).split(", ") if not part.startswith("seed=")
@@ -156,6 +217,52 @@ def summary_table(study: optuna.Study) -> list[str]:
             row += " yes |" if any(t.user_attrs.get("judged_on_test") for t in group) else " no |"
         lines.append(row)
     return lines
+
+
+def front_table(study: optuna.Study) -> list[str]:
+    """The Pareto front of a time-aware study: its configurations, fewest batches first."""
+    goal, _ = target(study)
+    lines = ["| training batches | epochs | validation ppl | reaches the target | trials | configuration (differences from the full profile) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    front = {t.number for t in pareto_front(candidates(study))}
+    groups = [g for g in ranked_configurations(study) if any(t.number in front for t in g)]
+    for group in sorted(groups, key=lambda g: (trained_batches(g[0]), mean_ppl(g))):
+        group = sorted(group, key=lambda t: t.number)
+        reaches = "–" if goal is None else ("yes" if mean_ppl(group) <= goal + 1e-9 else "no")
+        settings = ", ".join(p for p in differences(group[0]).split(", ") if not p.startswith("seed="))
+        hp = group[0].user_attrs[HPARAMS_ATTR]
+        lines.append(
+            f"| {trained_batches(group[0]):,} | {hp['epochs']} | {', '.join(fmt(validation_ppl(t)) for t in group)} "
+            f"| {reaches} | {', '.join(f'#{t.number}' for t in group)} | {settings or '(the full profile)'} |"
+        )
+    return lines
+
+
+def seeds_note(study: optuna.Study, group: list[FrozenTrial]) -> str:
+    """How many seeds the chosen configuration ran with, and the command that adds a second."""
+    seeds = sorted({t.user_attrs[HPARAMS_ATTR]["seed"] for t in group})
+    if len(seeds) >= 2:
+        return f"Confirmed with {len(seeds)} seeds ({', '.join(map(str, seeds))}): the perplexity above is their mean."
+    changes = " ".join(f"{k}={show(v)}" for k, v in changed_settings(study, group[0]).items())
+    fixed = " ".join(f"{k}={show(v)}" for k, v in (study.user_attrs.get("fixed") or {}).items())
+    finished = sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.get_trials(deepcopy=False)
+    )
+    return (
+        f"Run with one seed ({seeds[0]}) so far: not yet confirmed. A second seed: `python -m hw3sweep "
+        f"--study {study.study_name} --budget {study.user_attrs.get('budget')} --time-aware"
+        + (f" --set {fixed}" if fixed else "")
+        + f" --trials {finished + 1} --enqueue seed={seeds[0] + 1}"
+        + (f" {changes}" if changes else "")
+        + "` (with the same `--storage`)."
+    )
+
+
+def changed_settings(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+    """The trial's searched settings that differ from its budget's own (what --enqueue takes)."""
+    fixed = study.user_attrs.get("fixed") or {}
+    base = get_budget(trial.user_attrs.get("budget", SELECTION_BUDGET)).base(fixed).to_dict()
+    return {k: v for k, v in trial.params.items() if base.get(k) != v}
 
 
 def test_result(study: optuna.Study, trial: FrozenTrial, data_folder: Path | None, evaluate: bool) -> str:
@@ -211,6 +318,8 @@ def draw_figures(study: optuna.Study, trials: list[FrozenTrial], folder: Path) -
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
 
+    if is_time_aware(study):
+        return draw_time_aware_figures(study, trials, folder)
     view = optuna.create_study(direction="minimize")  # the trials of one budget, in memory
     view.add_trials([t for t in trials if t.state.is_finished()])
     finished = view.get_trials(deepcopy=False)
@@ -234,14 +343,72 @@ def draw_figures(study: optuna.Study, trials: list[FrozenTrial], folder: Path) -
             figure = getattr(axes, "figure", None) or plt.gcf()
             figure.set_size_inches(12 if name == "parallel_coordinate" else 9, 5.5)
             figure.tight_layout()
-            write_atomic(
-                path, lambda f, fig=figure: fig.savefig(f, format="png", dpi=100, metadata={"Software": None})
-            )
+            save_figure(figure, path)
             drawn[name] = path.name
         except Exception as exc:  # too few trials for this figure: say so in the report
             drawn[name] = f"not drawn ({type(exc).__name__}: {exc})"
         finally:
             plt.close("all")
+    return drawn
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    write_atomic(path, lambda f: figure.savefig(f, format="png", dpi=100, metadata={"Software": None}))
+
+
+def draw_time_aware_figures(study: optuna.Study, trials: list[FrozenTrial], folder: Path) -> dict[str, str]:
+    """The Pareto front (Optuna's figure) and every trial's validation perplexity against the
+    batches it had trained after each epoch, with the target. Perplexities past 1.5 times the
+    target (or the best trial's) are left out of the axes, so a diverged trial does not flatten
+    the rest."""
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    goal, _ = target(study)
+    best = min((validation_ppl(t) for t in complete), default=None)
+    cap = 1.5 * max(goal or 0.0, best or 0.0)
+    floor = 0.95 * min(x for x in (goal, best, cap) if x) if cap else 0.0
+    shown = f" (perplexity above {cap:.0f} not shown)" if cap else ""
+    drawn: dict[str, str] = {}
+    try:
+        view = optuna.create_study(directions=["minimize", "minimize"])
+        view.add_trials(complete)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            axes = plots.plot_pareto_front(view, target_names=["validation perplexity", "training batches"])
+        if cap:
+            axes.set_xlim(floor, cap)
+            axes.set_title(f"Pareto front{shown}")
+        axes.figure.set_size_inches(9, 5.5)
+        axes.figure.tight_layout()
+        save_figure(axes.figure, folder / "pareto_front.png")
+        drawn["pareto_front"] = "pareto_front.png"
+    except Exception as exc:  # no complete trial yet: say so in the report
+        drawn["pareto_front"] = f"not drawn ({type(exc).__name__}: {exc})"
+    finally:
+        plt.close("all")
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for trial in complete:
+        history = trial.user_attrs.get("history") or []
+        per_epoch = trained_batches(trial) / max(1, len(history))
+        xs = [per_epoch * (i + 1) for i in range(len(history))]
+        label = f"#{trial.number} ({len(history)} epochs)"
+        axes.plot(xs, [row["val_ppl"] for row in history], marker="o", label=label)
+    if goal is not None:
+        axes.axhline(goal, color="black", linestyle="--", linewidth=1, label=f"target {goal:.2f}")
+    axes.set_xlabel("training batches")
+    axes.set_ylabel("validation perplexity")
+    axes.set_title(f"Validation perplexity after each epoch{shown}")
+    if cap:
+        axes.set_ylim(floor, cap)
+    if complete:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, folder / "validation_by_batches.png")
+    plt.close(figure)
+    drawn["validation_by_batches"] = "validation_by_batches.png"
     return drawn
 
 
@@ -269,25 +436,41 @@ def write_report(
         f" --args '--out {out}'" if out.name != "report.md" else ""
     )
     lines = [f"# Study `{study.study_name}`", "", f"Generated by `{command}` from the study itself.", ""]
-    lines += [f"Storage: `{location}`. Objective: validation perplexity, best epoch (lower is better); "
+    lines += [f"Storage: `{location}`. Objective: {describe(is_time_aware(study))}; "
               f"the test split plays no part in the choice. Trials: {len(trials)} "
               f"({', '.join(f'{n} {s}' for s, n in states.items())}).", ""]  # fmt: skip
     if study.user_attrs.get("budget") == MIXED:
         lines += [f"Trials of several lengths: the choice is among the `{budget}` ones "
                   f"({get_budget(budget).description}).", ""]  # fmt: skip
     else:
-        lines += [f"Budget `{budget}`: {get_budget(budget).description}.", ""]
+        lines += [f"Budget `{budget}`: {get_budget(budget).description}"
+                  + ("; the run's length (`epochs`, up to the budget's) is searched." if is_time_aware(study) else "."), ""]  # fmt: skip
+    if is_time_aware(study):
+        goal, source = target(study)
+        lines += [f"Target: validation perplexity {fmt(goal) if goal else '–'} ({source}). The choice: the configuration "
+                  "with the fewest training batches whose validation perplexity (mean over its seeds) reaches it.", ""]  # fmt: skip
     if chosen is None:
-        lines += ["No complete trial yet: nothing to choose.", ""]
+        lines += ["No complete trial reaches the target yet: nothing to choose." if is_time_aware(study)
+                  else "No complete trial yet: nothing to choose.", ""]  # fmt: skip
         settings: dict[str, Any] = {}
     else:
         settings = applied_settings(chosen)
-        same = [t.number for t in ranked_configurations(study)[0] if t.number != chosen.number]
+        group = chosen_group(study) or [chosen]
+        same = [t.number for t in group if t.number != chosen.number]
+        if is_time_aware(study):
+            baseline = baseline_group(study)
+            against = (f"; the baseline trained {trained_batches(baseline[0]):,}: "
+                       f"{trained_batches(chosen) / trained_batches(baseline[0]):.2f}x" if baseline else "")  # fmt: skip
+            why = (f"in {trained_batches(chosen):,} training batches ({chosen.user_attrs[HPARAMS_ATTR]['epochs']} "
+                   f"epochs{against}), the fewest of the {len(candidates(study))} complete `{budget}` trials "
+                   "that reach the target")  # fmt: skip
+        else:
+            why = f"best of {len(candidates(study))} complete `{budget}` trials, by configuration"
         lines += ["## The chosen configuration", "",
-                  f"Trial {chosen.number}: validation perplexity {fmt(chosen.value)} "
-                  f"(best of {len(candidates(study))} complete `{budget}` trials, by configuration"
+                  f"Trial {chosen.number}: validation perplexity {fmt(validation_ppl(chosen))} ({why}"
                   + (f"; the same configuration: trial(s) {', '.join(map(str, same))}" if same else "") + ").",
                   f"Settings: {differences(chosen)}.", "",
+                  *([seeds_note(study, group), ""] if is_time_aware(study) else []),
                   f"**Test perplexity**: {test_result(study, chosen, data_folder, evaluate_test)}.", "",
                   f"Re-run it exactly: `python -m hw3tools.train --from-study {study.study_name} --trial {chosen.number}`.", "",
                   "Its `[hparams]` lines for `submission.toml` (`invoke sweep --apply` writes them, keeping the comments):",
@@ -305,7 +488,10 @@ def write_report(
         title = name.replace("_", " ")
         relative = f"{figures_dir.name}/{file}"
         lines += [f"![{title}]({relative})" if file.endswith(".png") else f"- {title}: {file}", ""]
-    lines += ["## Best configurations", "", *summary_table(study), "", "## Every trial, best first", "",
+    best = (
+        "## The Pareto front (perplexity and batches)" if is_time_aware(study) else "## Best configurations"
+    )
+    lines += [best, "", *summary_table(study), "", "## Every trial, best first", "",
               *trials_table(study, trials), ""]  # fmt: skip
     write_atomic(out, "\n".join(lines))
     extras = out.parent if out.name == "report.md" else figures_dir
@@ -313,6 +499,10 @@ def write_report(
     write_atomic(extras / "hparams.toml", "\n".join(["[hparams]", *toml_lines(settings)]) + "\n")
     print(
         f"report: {out}"
-        + (f" (chosen: trial {chosen.number}, validation ppl {fmt(chosen.value)})" if chosen else "")
+        + (
+            f" (chosen: trial {chosen.number}, validation ppl {fmt(validation_ppl(chosen))})"
+            if chosen
+            else ""
+        )
     )
     return out
