@@ -20,7 +20,9 @@ from optuna.trial import FrozenTrial
 
 TIME_AWARE_ATTR = "time_aware"  # study user attribute: True for the two-objective study
 TARGET_ATTR = "target"  # study user attribute: the validation perplexity to reach (time-aware)
-BATCHES_ATTR = "batches"  # trial user attribute: the training batches the run took
+# trial user attribute: the training batches the run took, as its schedule counts them (an epoch's
+# batches times the epochs; an epoch that starts at a random row may train one batch fewer)
+BATCHES_ATTR = "batches"
 SEED_ATTR = "enqueued_seed"  # an enqueued trial's user attribute: train with this seed (a repeat)
 
 

@@ -459,11 +459,14 @@ def write_report(
         same = [t.number for t in group if t.number != chosen.number]
         if is_time_aware(study):
             baseline = baseline_group(study)
-            against = (f"; the baseline trained {trained_batches(baseline[0]):,}: "
-                       f"{trained_batches(chosen) / trained_batches(baseline[0]):.2f}x" if baseline else "")  # fmt: skip
-            why = (f"in {trained_batches(chosen):,} training batches ({chosen.user_attrs[HPARAMS_ATTR]['epochs']} "
-                   f"epochs{against}), the fewest of the {len(candidates(study))} complete `{budget}` trials "
-                   "that reach the target")  # fmt: skip
+            batches, epochs = trained_batches(chosen), chosen.user_attrs[HPARAMS_ATTR]["epochs"]
+            if chosen in baseline:
+                why = (f"in {batches:,} training batches, {epochs} epochs: the baseline itself; no trial with "
+                       f"fewer batches reaches it, of {len(candidates(study))} complete `{budget}` trials")  # fmt: skip
+            else:
+                ratio = f", {batches / trained_batches(baseline[0]):.2f}x the baseline's" if baseline else ""
+                why = (f"in {batches:,} training batches, {epochs} epochs{ratio}: the fewest of the "
+                       f"{len(candidates(study))} complete `{budget}` trials that reach the target")  # fmt: skip
         else:
             why = f"best of {len(candidates(study))} complete `{budget}` trials, by configuration"
         lines += ["## The chosen configuration", "",
