@@ -74,7 +74,7 @@ class Project:
         out = open(self.logs / log, "w")  # noqa: SIM115 - the child writes it; closed with the process
         return subprocess.Popen(
             self.command(*extra), cwd=REPO, env=self.env(failpoint, action), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_sigint_as_in_a_terminal,
         )  # fmt: skip
 
     def build(
@@ -152,3 +152,10 @@ def assert_nothing_left_behind(project: Project) -> None:
     assert processes_in(project.build_dir.resolve()) == []
     with build_lock(project.build_dir, timeout=0):
         pass
+
+
+def _sigint_as_in_a_terminal() -> None:
+    """The build's Ctrl-C as a terminal's foreground job has it. A test run started in the background
+    (`cmd &` in a script) hands its children SIGINT ignored (POSIX), and Python then installs no
+    KeyboardInterrupt handler, so a test's SIGINT would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
