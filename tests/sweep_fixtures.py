@@ -62,6 +62,16 @@ def start_sweep(cwd: Path, command: list[str]) -> subprocess.Popen:
     )
 
 
+def finish(process: subprocess.Popen, timeout: float = 240) -> str:
+    """The sweep's output once it ends (killed if it outlives ``timeout``)."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except BaseException:
+        process.kill()
+        raise
+    return output
+
+
 def load(study: str, storage: str) -> optuna.Study:
     from hw3tools.studies import open_storage
 

@@ -14,18 +14,9 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
-from sweep_fixtures import REPO, TINY, load, start_sweep, sweep_command, write_corpus
+from sweep_fixtures import REPO, TINY, finish, load, start_sweep, sweep_command, write_corpus
 
 pytestmark = pytest.mark.slow
-
-
-def finish(process, timeout: float = 240) -> str:
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except BaseException:
-        process.kill()
-        raise
-    return output
 
 
 def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) -> None:

@@ -11,19 +11,10 @@ import uuid
 import pytest
 from hw3tools.studies import StudyError
 from optuna.trial import TrialState
-from sweep_fixtures import TINY, load, start_sweep, storage_url, sweep_command, write_corpus  # noqa: F401
+from sweep_fixtures import TINY, finish, load, start_sweep, storage_url, sweep_command, write_corpus  # noqa: F401
 
 pytestmark = pytest.mark.slow
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def finish(process, timeout: float = 240) -> str:
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except BaseException:
-        process.kill()
-        raise
-    return output
 
 
 def test_three_workers_reach_the_number_of_trials_exactly(tmp_path, storage_url) -> None:  # noqa: F811
