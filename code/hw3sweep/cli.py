@@ -7,7 +7,7 @@
     python -m hw3sweep --apply [--study NAME] [--storage URL] [--config submission.toml] [--trial N]
 
 A run starts K worker processes (:mod:`hw3sweep.worker`) on this machine against one study and shows
-each trial as it ends; another machine joins the same study by running the same command with the
+each trial's epochs and end as they come; another machine joins the same study by running the same command with the
 same ``--storage`` (PostgreSQL). ``--trials N`` is the study's target of finished (complete or
 pruned) trials, whoever runs them: a second machine's same command adds workers, not trials, and
 running it again after the target is reached does nothing. Each worker gets cores / K threads.
@@ -237,6 +237,19 @@ def describe_trial(trial: optuna.trial.FrozenTrial) -> str:
     )
 
 
+def new_epochs(trial: optuna.trial.FrozenTrial, shown: dict[int, int]) -> list[str]:
+    """Lines for the epochs a running trial has finished since the last call (its ``history``,
+    written after each epoch); ``shown`` remembers how many each trial has had printed."""
+    history = trial.user_attrs.get("history") or []
+    planned = trial.user_attrs.get(HPARAMS_ATTR, {}).get("epochs", "?")
+    lines = [
+        f"trial {trial.number:3d} epoch {row['epoch']}/{planned}: validation ppl {fmt(row['val_ppl'])}"
+        for row in history[shown.get(trial.number, 0) :]
+    ]
+    shown[trial.number] = len(history)
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     settings = study_settings(args)
     name = check_study_name(args.study or f"sweep-{settings['budget']}")
@@ -306,22 +319,32 @@ def start_worker(
 
 
 def watch(study: optuna.Study, workers: list[tuple[subprocess.Popen, Path]], target: int) -> int:
-    """Print each trial as it ends until every worker has exited; 0 when the study reached its
-    target (or the workers' timeout), 1 when workers failed before it."""
+    """Print each trial's epochs and end as they come until every worker has exited; 0 when the
+    study reached its target (or the workers' timeout), 1 when workers failed before it.
+
+    Trials that had finished before this run are listed once as such; the time left is estimated
+    from the trials this run finished, so it is not shown before the first of them ends."""
+    earlier = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     seen: set[int] = set()
+    epochs_shown: dict[int, int] = {}
     started = time.time()
     while True:
         running = [p for p, _ in workers if p.poll() is None]
         trials = study.get_trials(deepcopy=False)
         for trial in trials:
-            if trial.state.is_finished() and trial.number not in seen:
-                seen.add(trial.number)
-                done = sum(t.state in FINISHED for t in trials)
-                rate = (time.time() - started) / max(1, len(seen))
-                left = max(0, target - done) * rate
-                print(
-                    f"{describe_trial(trial)}   {done}/{target} done, ~{left / 60:.0f} min left", flush=True
-                )
+            if trial.state == TrialState.RUNNING:
+                for line in new_epochs(trial, epochs_shown):
+                    print(line, flush=True)
+            if not trial.state.is_finished() or trial.number in seen:
+                continue
+            seen.add(trial.number)
+            done = sum(t.state in FINISHED for t in trials)
+            if trial.number in earlier:
+                print(f"{describe_trial(trial)}   (finished before this run)", flush=True)
+                continue
+            ended_here = len(seen - earlier)
+            left = max(0, target - done) * (time.time() - started) / ended_here
+            print(f"{describe_trial(trial)}   {done}/{target} done, ~{left / 60:.0f} min left", flush=True)
         if not running:
             break
         time.sleep(POLL_S)
