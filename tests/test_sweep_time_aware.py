@@ -8,7 +8,7 @@ import uuid
 import optuna
 import pytest
 from hw3sweep.cli import main as sweep_main
-from hw3sweep.objective import dominates, pareto_front, trained_batches, validation_ppl
+from hw3sweep.objective import dominates, pareto_front, trained_batches, validation_ppl, weights_to_keep
 from optuna.distributions import IntDistribution
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -46,10 +46,12 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
         assert trained_batches(trial) == 2 * trial.params["epochs"] == 2 * len(trial.user_attrs["history"])
         assert validation_ppl(trial) == pytest.approx(min(r["val_ppl"] for r in trial.user_attrs["history"]))
         assert not trial.intermediate_values  # nothing reported: Optuna prunes one objective only
-    # the weights kept on this machine are exactly the Pareto front's
+    # the weights kept on this machine: the Pareto front's, and the other seeds of its configurations
     weights = tmp_path / "build" / "sweeps" / study / "weights"
     kept = sorted(int(p.stem.removeprefix("trial-")) for p in weights.glob("trial-*.pt"))
-    assert kept == sorted(t.number for t in pareto_front(trials))
+    front = [t.number for t in pareto_front(trials)]
+    repeats = [t.number for t in trials if any(t.params == trials[n].params for n in front)]
+    assert kept == sorted(set(front) | set(repeats))
     # enqueuing the same configuration again adds nothing (with either seed)
     again = start_sweep(tmp_path, [*command, *picked])
     output = finish(again)
@@ -185,7 +187,49 @@ def test_a_second_seed_that_misses_the_target_moves_the_choice(tmp_path, monkeyp
     (tmp_path / "again").mkdir()
     study = time_aware_study(tmp_path / "again", trials)
     text = write_report(study, "t.journal", out=tmp_path / "again.md", evaluate_test=False).read_text()
-    assert "Confirmed with 2 seeds (211, 212)" in text
+    assert "Trial 3: validation perplexity 128.0" in text
+    assert (
+        "Confirmed with 2 seeds: validation perplexity 128.0 (seed 211, trial 3), 128.1 (seed 212, trial 4); "
+        "their mean, 128.0, is what reaches the target." in text
+    )
+
+
+def test_weights_are_kept_for_the_front_and_its_configurations_other_seeds() -> None:
+    values = {0: [128.2, 11712], 1: [125.7, 8784], 2: [124.9, 8784], 3: [138.9, 5856], 4: [131.5, 8784]}
+    configurations = {0: "full", 1: "short", 2: "short", 3: "two epochs", 4: "other"}
+    # #2 (seed 212) dominates #1 (seed 211), but the report chooses the configuration and evaluates
+    # its default seed's trial: #1 keeps its weights
+    assert weights_to_keep(values, configurations) == {1, 2, 3}
+    assert weights_to_keep({0: [3.0], 1: [2.0], 2: [2.5]}, {0: "a", 1: "b", 2: "b"}) == {1, 2}
+
+
+def test_the_test_split_is_read_once_from_another_seeds_weights_when_the_chosen_ones_are_gone(
+    tmp_path, monkeypatch
+) -> None:
+    from hw3sweep import report
+
+    monkeypatch.chdir(tmp_path)
+    trials = [made_trial(0, 128.2, 4), made_trial(1, 125.7, 3, dropout=0.0),
+              made_trial(2, 124.9, 3, seed=212, dropout=0.0)]  # fmt: skip
+    study = time_aware_study(tmp_path, trials)
+    weights = tmp_path / "build" / "sweeps" / "t" / "weights"
+    weights.mkdir(parents=True)
+    (weights / "trial-2.pt").write_bytes(b"")  # only the second seed's weights are on this machine
+    evaluated = []
+    monkeypatch.setattr(
+        report, "evaluate_test", lambda trial, path, data: evaluated.append(trial.number) or 4.8
+    )
+    text = report.write_report(study, "t.journal", out=tmp_path / "r.md", data_folder=tmp_path).read_text()
+    assert "Trial 1: validation perplexity 125.7" in text  # the default seed's trial stays the choice
+    assert (
+        "**Test perplexity**: 121.5, evaluated once now, after the choice by validation, for trial 2 (seed 212)"
+        in text
+    )
+    assert evaluated == [2]
+    # a second report reads the recorded evaluation back instead of reading the test split again
+    again = report.write_report(study, "t.journal", out=tmp_path / "r.md", data_folder=tmp_path).read_text()
+    assert "**Test perplexity**: 121.5 (trial 2, another seed), evaluated once on" in again
+    assert evaluated == [2]
 
 
 def test_docs_fewer_batches_is_the_report_of_the_committed_study(tmp_path, monkeypatch) -> None:

@@ -14,8 +14,9 @@ The test split plays no part in either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+from hw3tools.studies import HPARAMS_ATTR
 from optuna.trial import FrozenTrial
 
 TIME_AWARE_ATTR = "time_aware"  # study user attribute: True for the two-objective study
@@ -60,3 +61,20 @@ def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     scored = [t for t in trials if t.values]
     front = [t for t in scored if not any(dominates(o.values, t.values) for o in scored)]
     return sorted(front, key=lambda t: (list(reversed(t.values)), t.number))
+
+
+def configuration_key(trial: FrozenTrial) -> tuple:
+    """A trial's complete settings without its seed: the trials of one configuration share it."""
+    settings = dict(trial.user_attrs.get(HPARAMS_ATTR) or trial.params)
+    settings.pop("seed", None)
+    return tuple(sorted(settings.items()))
+
+
+def weights_to_keep(values: Mapping[int, Sequence[float]], configurations: Mapping[int, tuple]) -> set[int]:
+    """The trials (by number) whose weights a machine keeps for the report's one test evaluation:
+    those no other beats (the best; in a two-objective study, the Pareto front) and every trial of
+    the same configuration as one of them. The report chooses a configuration and evaluates its
+    default seed's trial, which a second seed can beat without making it any less the choice."""
+    leading = {n for n, v in values.items() if not any(dominates(other, v) for other in values.values())}
+    chosen = {configurations[n] for n in leading}
+    return {n for n in values if configurations[n] in chosen}

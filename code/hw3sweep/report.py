@@ -37,6 +37,7 @@ from hw3sweep.budgets import get_budget
 from hw3sweep.objective import (
     TARGET_ATTR,
     TIME_AWARE_ATTR,
+    configuration_key,
     describe,
     pareto_front,
     trained_batches,
@@ -79,12 +80,6 @@ def is_time_aware(study: optuna.Study) -> bool:
 
 def mean_ppl(group: list[FrozenTrial]) -> float:
     return statistics.fmean(validation_ppl(t) for t in group)
-
-
-def configuration_key(trial: FrozenTrial) -> tuple:
-    settings = dict(trial.user_attrs[HPARAMS_ATTR])
-    settings.pop("seed", None)
-    return tuple(sorted(settings.items()))
 
 
 def ranked_configurations(study: optuna.Study) -> list[list[FrozenTrial]]:
@@ -242,7 +237,12 @@ def seeds_note(study: optuna.Study, group: list[FrozenTrial]) -> str:
     """How many seeds the chosen configuration ran with, and the command that adds a second."""
     seeds = sorted({t.user_attrs[HPARAMS_ATTR]["seed"] for t in group})
     if len(seeds) >= 2:
-        return f"Confirmed with {len(seeds)} seeds ({', '.join(map(str, seeds))}): the perplexity above is their mean."
+        each = ", ".join(
+            f"{fmt(validation_ppl(t))} (seed {t.user_attrs[HPARAMS_ATTR]['seed']}, trial {t.number})"
+            for t in sorted(group, key=lambda t: t.number)
+        )
+        return (f"Confirmed with {len(seeds)} seeds: validation perplexity {each}; their mean, "
+                f"{fmt(mean_ppl(group))}, is what reaches the target.")  # fmt: skip
     changes = " ".join(f"{k}={show(v)}" for k, v in changed_settings(study, group[0]).items())
     fixed = " ".join(f"{k}={show(v)}" for k, v in (study.user_attrs.get("fixed") or {}).items())
     finished = sum(
@@ -258,6 +258,13 @@ def seeds_note(study: optuna.Study, group: list[FrozenTrial]) -> str:
     )
 
 
+def threads_option(trial: FrozenTrial) -> str:
+    """``--threads N`` for a re-run on a CPU: the trial's thread count, since a CPU's products sum
+    in another order with another count, and the run then drifts as another seed's would."""
+    run = trial.user_attrs.get("run") or {}
+    return f" --threads {run['threads']}" if run.get("threads") and run.get("device") == "cpu" else ""
+
+
 def changed_settings(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
     """The trial's searched settings that differ from its budget's own (what --enqueue takes)."""
     fixed = study.user_attrs.get("fixed") or {}
@@ -265,20 +272,32 @@ def changed_settings(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
     return {k: v for k, v in trial.params.items() if base.get(k) != v}
 
 
-def test_result(study: optuna.Study, trial: FrozenTrial, data_folder: Path | None, evaluate: bool) -> str:
-    """The chosen trial's test perplexity, measured once: recorded with the trial, recorded in the
-    study by an earlier report, or evaluated now from this machine's saved weights."""
+def test_result(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    data_folder: Path | None,
+    evaluate: bool,
+    group: list[FrozenTrial] | None = None,
+) -> str:
+    """The chosen configuration's test perplexity, measured once: recorded with the trial, recorded
+    in the study by an earlier report, or evaluated now from this machine's saved weights of the
+    chosen trial (or, where they are gone, of another seed's trial of the same configuration,
+    ``group``)."""
     if "test_ppl" in trial.user_attrs:
         source = trial.user_attrs.get("source", "its record")
         return (f"{trial.user_attrs['test_ppl']:.1f}, measured once when the run was recorded "
                 f"({source}); not used to choose it")  # fmt: skip
+    siblings = [trial, *sorted((t for t in group or [] if t.number != trial.number), key=lambda t: t.number)]
+    numbers = {t.number for t in siblings}
     for entry in study.user_attrs.get(TEST_EVALUATIONS, []):
-        if entry["trial"] == trial.number:
-            return f"{entry['test_ppl']:.1f}, evaluated once on {entry['at']} after the choice by validation"
+        if entry["trial"] in numbers:
+            which = "" if entry["trial"] == trial.number else f" (trial {entry['trial']}, another seed)"
+            return f"{entry['test_ppl']:.1f}{which}, evaluated once on {entry['at']} after the choice by validation"
     from hw3sweep.worker import weights_path
 
     weights = weights_path(study.study_name, trial.number)
-    if not evaluate or data_folder is None or not weights.is_file():
+    source = next((t for t in siblings if weights_path(study.study_name, t.number).is_file()), trial)
+    if not evaluate or data_folder is None or not weights_path(study.study_name, source.number).is_file():
         why = (
             "not asked for"
             if not evaluate
@@ -288,11 +307,17 @@ def test_result(study: optuna.Study, trial: FrozenTrial, data_folder: Path | Non
             why = "no data folder"
         return (f"not evaluated ({why}); `python -m hw3tools.train --from-study {study.study_name} "
                 f"--trial {trial.number}` retrains it and reports it")  # fmt: skip
-    loss = evaluate_test(trial, weights, data_folder)
-    entry = {"trial": trial.number, "test_loss": loss, "test_ppl": perplexity(loss),
+    loss = evaluate_test(source, weights_path(study.study_name, source.number), data_folder)
+    entry = {"trial": source.number, "test_loss": loss, "test_ppl": perplexity(loss),
              "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
     study.set_user_attr(TEST_EVALUATIONS, [*study.user_attrs.get(TEST_EVALUATIONS, []), entry])
-    return f"{entry['test_ppl']:.1f}, evaluated once now (after the choice by validation)"
+    which = (
+        ""
+        if source.number == trial.number
+        else f", for trial {source.number} (seed {source.user_attrs[HPARAMS_ATTR]['seed']}): the weights this "
+        "machine kept of the chosen configuration"
+    )
+    return f"{entry['test_ppl']:.1f}, evaluated once now, after the choice by validation{which}"
 
 
 def evaluate_test(trial: FrozenTrial, weights: Path, data_folder: Path) -> float:
@@ -390,12 +415,17 @@ def draw_time_aware_figures(study: optuna.Study, trials: list[FrozenTrial], fold
     finally:
         plt.close("all")
     figure, axes = plt.subplots(figsize=(9, 5.5))
-    for trial in complete:
+    # one colour a trial (the style's cycle has 7, so a larger study would repeat them); the chosen
+    # configuration's trials drawn thicker
+    colours = plt.get_cmap("tab20" if len(complete) > 10 else "tab10").colors
+    chosen = {t.number for t in chosen_group(study) or []}
+    for index, trial in enumerate(complete):
         history = trial.user_attrs.get("history") or []
         per_epoch = trained_batches(trial) / max(1, len(history))
         xs = [per_epoch * (i + 1) for i in range(len(history))]
-        label = f"#{trial.number} ({len(history)} epochs)"
-        axes.plot(xs, [row["val_ppl"] for row in history], marker="o", label=label)
+        label = f"#{trial.number} ({len(history)} epochs)" + (", chosen" if trial.number in chosen else "")
+        axes.plot(xs, [row["val_ppl"] for row in history], marker="o", label=label,
+                  color=colours[index % len(colours)], linewidth=3 if trial.number in chosen else 1.5)  # fmt: skip
     if goal is not None:
         axes.axhline(goal, color="black", linestyle="--", linewidth=1, label=f"target {goal:.2f}")
     axes.set_xlabel("training batches")
@@ -474,8 +504,9 @@ def write_report(
                   + (f"; the same configuration: trial(s) {', '.join(map(str, same))}" if same else "") + ").",
                   f"Settings: {differences(chosen)}.", "",
                   *([seeds_note(study, group), ""] if is_time_aware(study) else []),
-                  f"**Test perplexity**: {test_result(study, chosen, data_folder, evaluate_test)}.", "",
-                  f"Re-run it exactly: `python -m hw3tools.train --from-study {study.study_name} --trial {chosen.number}`.", "",
+                  f"**Test perplexity**: {test_result(study, chosen, data_folder, evaluate_test, group)}.", "",
+                  f"Re-run it exactly: `python -m hw3tools.train --from-study {study.study_name} --trial {chosen.number}"
+                  + threads_option(chosen) + "`.", "",
                   "Its `[hparams]` lines for `submission.toml` (`invoke sweep --apply` writes them, keeping the comments):",
                   "", "```toml", *(toml_lines(settings) or ["# none: the full profile's defaults are this configuration"]),
                   "```", ""]  # fmt: skip

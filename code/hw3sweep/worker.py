@@ -46,7 +46,7 @@ from hw3tools.studies import HPARAMS_ATTR, SWEEPS_DIR
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hw3sweep.budgets import get_budget
-from hw3sweep.objective import BATCHES_ATTR, SEED_ATTR, dominates
+from hw3sweep.objective import BATCHES_ATTR, SEED_ATTR, configuration_key, weights_to_keep
 from hw3sweep.space import suggest_hparams
 from hw3sweep.storage import (
     DEFAULT_HEARTBEAT_S,
@@ -151,15 +151,17 @@ def keep_if_best(
     study: optuna.Study, number: int, values: list[float], model: torch.nn.Module, name: str
 ) -> None:
     """Save the weights of a trial that no finished one beats (in a two-objective study: that none
-    dominates, so the Pareto front keeps its weights); drop this machine's weights it beats."""
-    done = {t.number: t.values for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    if any(dominates(other, values) or (len(values) == 1 and other == values) for other in done.values()):
-        return
+    dominates, so the Pareto front keeps its weights), or that repeats such a configuration with
+    another seed; drop this machine's weights of every other trial (:func:`weights_to_keep`)."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    done = {n: t.values for n, t in trials.items() if t.state == TrialState.COMPLETE and n != number}
+    scores = {**done, number: values}
+    kept = weights_to_keep(scores, {n: configuration_key(trials[n]) for n in scores})
     folder = weights_dir(name)
-    write_atomic(weights_path(name, number), lambda f: torch.save(model.state_dict(), f))
+    if number in kept:
+        write_atomic(weights_path(name, number), lambda f: torch.save(model.state_dict(), f))
     for other in folder.glob("trial-*.pt"):
-        other_number = int(other.stem.removeprefix("trial-"))
-        if other_number != number and (other_number not in done or dominates(values, done[other_number])):
+        if int(other.stem.removeprefix("trial-")) not in kept:
             other.unlink(missing_ok=True)
 
 
