@@ -125,6 +125,9 @@ def test_task4_explains_the_batch_order_and_the_chunk_boundaries_only_when_used(
     assert "shuffle_batches" not in markdown(shuffle_batches=False)
     assert "random row in [0, 35) (`random_offset`" in markdown()  # the default moves the cuts every epoch
     assert "random_offset" not in markdown(random_offset=False)
+    # the faster dropout masks are named either way; a run without dropout says it draws none
+    assert "(NumPy's PCG64; the same distribution). The two completed lines" in markdown()
+    assert "the same distribution) (this run's dropout is 0: it draws none). The two" in markdown(dropout=0.0)
 
 
 def test_task3_ties_the_decoder_only_when_chosen(tmp_path: Path) -> None:

@@ -562,6 +562,8 @@ def test_the_loss_check_runs_train_both_ways_and_finds_them_equal() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # copies were trained
     text = str(result)
     assert "loss 0.0001 nats, gradient 0.0001 (relative): both hold" in text and "x as fast" in text
+    # the timing runs with the run's own dropout, whatever it is, and says which
+    assert f"taking turns, with the run's dropout ({hp.dropout:g}):" in text
     assert max(len(line) for line in text.splitlines()) <= 100  # a printed line the PDF does not wrap
 
 

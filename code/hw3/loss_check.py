@@ -92,6 +92,7 @@ class LossLinesCheck:
     ms_written: float
     ms_fused: float
     timed_batches: int
+    dropout: float  # the model's dropout probability while timed (the run's)
 
     @property
     def loss_tolerance(self) -> float:
@@ -125,7 +126,8 @@ class LossLinesCheck:
         lines += [
             f"  tolerances: loss {self.loss_tolerance:g} nats, gradient "
             f"{self.gradient_tolerance:g} (relative): {verdict}",
-            f"Speed, median of {self.timed_batches} batches each, taking turns, dropout on:",
+            f"Speed, median of {self.timed_batches} batches each, taking turns, with the run's "
+            f"dropout ({self.dropout:g}):",
             f"  as written {self.ms_written:.0f} ms/batch, decoder_cross_entropy "
             f"{self.ms_fused:.0f} ms/batch ({speed:.2f}x as fast)",
         ]
@@ -135,9 +137,9 @@ class LossLinesCheck:
 def check_loss_lines(train, model, train_data, hp, ntokens, batches=3, timed_batches=5):
     """Run train (the notebook's train()) with fused_loss False and True on `batches` batches spread
     over train_data, from copies of model with dropout off, and compare the losses and the clipped
-    gradients the optimizer received; then time both over timed_batches batches (dropout on).
-    Torch's random state is left as it was, so the training that follows is the same as without
-    this check."""
+    gradients the optimizer received; then time both over timed_batches batches (with the run's
+    dropout). Torch's random state is left as it was, so the training that follows is the same as
+    without this check."""
     amp_dtype = autocast_dtype(train_data.device, hp.precision)
     precision = "bf16 autocast" if amp_dtype is torch.bfloat16 else "fp32"
     criterion = nn.CrossEntropyLoss()
@@ -190,4 +192,5 @@ def check_loss_lines(train, model, train_data, hp, ntokens, batches=3, timed_bat
         ms["written"],
         ms["fused"],
         timed_batches,
+        hp.dropout,
     )
