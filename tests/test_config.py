@@ -69,12 +69,12 @@ def test_a_valid_config_loads_with_profile_defaults(tmp_path: Path) -> None:
 
 
 def test_overrides_apply_on_top_of_the_chosen_profile(tmp_path: Path) -> None:
-    path = write_config(tmp_path, top='profile = "full"\n', hparams="lr = 0.05\ndropout = 0.2")
+    path = write_config(tmp_path, top='profile = "full"\n', hparams="lr = 0.02\ndropout = 0.2")
     quick = load_config(path, profile="quick")
     assert quick.profile == "quick"
-    assert quick.hparams == profile_defaults("quick").replace(lr=0.05, dropout=0.2)
-    assert quick.hparams_overrides == {"lr": 0.05, "dropout": 0.2}
-    assert load_config(path).hparams == profile_defaults("full").replace(lr=0.05, dropout=0.2)
+    assert quick.hparams == profile_defaults("quick").replace(lr=0.02, dropout=0.2)
+    assert quick.hparams_overrides == {"lr": 0.02, "dropout": 0.2}
+    assert load_config(path).hparams == profile_defaults("full").replace(lr=0.02, dropout=0.2)
 
 
 def test_parameters_for_the_notebook(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 answer index's links, support code only in the appendix, nothing wrapped, no local paths, no tool names)
 and the notebook beside it (support cells collapsed, the tasks in order, no local paths in what it prints).
 
-The full profile differs from the quick one only by longer training logs and real numbers (four epochs of
-2,929 batches with a log line every 200: about 60 lines, at most a page more), so the quick bounds below are the
+The full profile differs from the quick one only by longer training logs and real numbers (three epochs of
+2,929 batches with a log line every 200: about 45 lines, at most a page more), so the quick bounds below are the
 full profile's budget (25 pages, Task 1 by page 10) minus that margin.
 """
 

@@ -94,9 +94,10 @@ def test_other_fields_are_checked(name: str, value: object, fragment: str) -> No
 
 
 def test_weight_decay_too_strong_for_the_lr_is_refused() -> None:
-    """The default decay (0.2, tuned for Adam at 5e-3) would take every weight to zero in one step of SGD at lr 5."""
+    """The default decay (0.3, tuned for Adam at 5e-3) would take every weight past zero in one step of SGD at lr 5."""
     with pytest.raises(
-        ValueError, match=r"weight_decay=0.2 at lr=5 shrinks every weight matrix by 100.0% a step"
+        ValueError,
+        match=r"weight_decay=0.3 at lr=5 shrinks every weight matrix by 150.0% a step.*the default 0.3 is tuned",
     ):
         HParams(optimizer="SGD", lr=5.0)
     with pytest.raises(
@@ -104,9 +105,12 @@ def test_weight_decay_too_strong_for_the_lr_is_refused() -> None:
     ):
         HParams(optimizer="SGD", lr=5.0, weight_decay=0.1)
     assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.002).weight_decay == 0.002  # 1% a step: allowed
-    assert HParams(lr=0.05).weight_decay == 0.2  # 1% a step, though 0.05 * 0.2 rounds above 0.01 in floats
+    # 1% a step, though 0.05 * 0.2 rounds above 0.01 in floats
+    assert HParams(lr=0.05, weight_decay=0.2).weight_decay == 0.2
     with pytest.raises(ValueError, match="shrinks every weight matrix by 1.0% a step"):
-        HParams(lr=0.0501)
+        HParams(lr=0.0501, weight_decay=0.2)
+    with pytest.raises(ValueError, match="weight_decay=0.3 at lr=0.05 shrinks every weight matrix by 1.5%"):
+        HParams(lr=0.05)  # the default decay allows a peak lr up to 1/30
     assert HParams(optimizer="SGD", lr=5.0, weight_decay=0.0).weight_decay == 0.0
 
 

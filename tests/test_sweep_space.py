@@ -45,12 +45,12 @@ def test_every_sampled_configuration_is_valid_and_within_the_search_ranges() -> 
 
 
 def test_a_range_changed_in_hparams_changes_the_space_and_the_validation(monkeypatch) -> None:
-    monkeypatch.setitem(BOX, "dropout", Bounds(0.05, 0.3))
+    monkeypatch.setitem(BOX, "dropout", Bounds(0.0, 0.2))
     monkeypatch.setitem(BOX, "nhid", Bounds(240, 250))
     for params, hp in sample(40):
-        assert 0.05 <= params["dropout"] <= 0.3 and 240 <= hp.nhid <= 250
-    with pytest.raises(ValueError, match=r"dropout=0.0 is outside the allowed range \[0.05, 0.3\]"):
-        HParams(dropout=0.0)
+        assert 0.0 <= params["dropout"] <= 0.2 and 240 <= hp.nhid <= 250
+    with pytest.raises(ValueError, match=r"dropout=0.25 is outside the allowed range \[0, 0.2\]"):
+        HParams(dropout=0.25)
     with pytest.raises(ValueError, match=r"nhid=230 is outside the allowed range \[240, 250\]"):
         HParams(nhid=230)
 

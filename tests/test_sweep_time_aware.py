@@ -36,6 +36,7 @@ def test_a_time_aware_study_searches_the_length_and_keeps_the_front(tmp_path) ->
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 5
     # the baseline (the quick profile's 2 epochs) first, then the enqueued configuration as given
     assert trials[0].params["epochs"] == 2 and trials[0].params["warmup_batches"] == 50
+    assert loaded.user_attrs["baseline"] == trials[0].params  # recorded when the study started
     assert trials[1].params["epochs"] == 1 and trials[1].params["dropout"] == 0.05
     assert trials[1].params["warmup_batches"] == 50  # the rest is the budget's, not sampled
     assert trials[2].params["epochs"] == 1 and trials[2].params["cooldown"] == 0.5
@@ -145,31 +146,52 @@ def test_the_report_chooses_the_fewest_batches_that_reach_the_baseline(tmp_path,
     from hw3sweep.report import chosen_trial, target, write_report
 
     monkeypatch.chdir(tmp_path)
-    trials = [made_trial(0, 128.2, 4), made_trial(1, 127.9, 3, cooldown=0.4),
-              made_trial(2, 128.5, 3, dropout=0.05), made_trial(3, 135.0, 2, cooldown=0.5),
+    # lengths and settings unlike today's defaults (3 epochs, cool-down 0.4), so that each shows
+    trials = [made_trial(0, 128.2, 4), made_trial(1, 127.9, 2, cooldown=0.5),
+              made_trial(2, 128.5, 2, dropout=0.05), made_trial(3, 135.0, 1, cooldown=0.6),
               made_trial(4, 129.0, 4, dropout=0.2)]  # fmt: skip
     study = time_aware_study(tmp_path, trials)
-    assert target(study)[0] == pytest.approx(128.2)  # the baseline's: the full profile's own settings
-    assert chosen_trial(study).number == 1  # 3 epochs and under 128.2; #2 has 3 epochs but misses it
+    assert target(study)[0] == pytest.approx(128.2)  # the baseline's: the study's trial 0
+    assert chosen_trial(study).number == 1  # 2 epochs and under 128.2; #2 has 2 epochs but misses it
     out = write_report(study, "t.journal", out=tmp_path / "report.md", evaluate_test=False)
     text = out.read_text()
     assert (
         "Target: validation perplexity 128.2 (the baseline's: the budget's own settings, trial(s) #0)" in text
     )
-    assert "in 8,784 training batches, 3 epochs, 0.75x the baseline's: the fewest" in text
+    assert "the run's length is searched (`epochs` from 1 to 4, the baseline's)" in text
+    assert "in 5,856 training batches, 2 epochs, 0.50x the baseline's: the fewest" in text
     front = text.split("## The Pareto front")[1].split("##")[0]
     rows = [line for line in front.splitlines() if line.startswith("| ") and "#" in line]
     assert [row.split(" | ")[4] for row in rows] == ["#3", "#1"]  # #0, #2 and #4 are dominated
-    assert "| 8,784 | 3 | 127.9 | yes | #1 | cooldown=0.4, epochs=3 |" in front
+    assert "| 5,856 | 2 | 127.9 | yes | #1 | cooldown=0.5, epochs=2 |" in front
     assert "Run with one seed (211) so far: not yet confirmed" in text
-    assert "--enqueue seed=212 cooldown=0.4 epochs=3`" in text
+    assert "--enqueue seed=212 cooldown=0.5 epochs=2`" in text
     assert (tmp_path / "figures" / "pareto_front.png").is_file()
     assert (tmp_path / "figures" / "validation_by_batches.png").is_file()
     # the chosen configuration's length is part of it: --apply writes the epochs too
     config = tmp_path / "submission.toml"
     config.write_text("[hparams]\n", encoding="utf-8")
     apply_trial(config, chosen_trial(study))
-    assert "epochs = 3" in config.read_text() and "cooldown = 0.4" in config.read_text()
+    assert "epochs = 2" in config.read_text() and "cooldown = 0.5" in config.read_text()
+
+
+def test_the_baseline_is_the_studys_own_not_todays_defaults(tmp_path) -> None:
+    """A study's choice can become the full profile: its baseline (and target) must stay the settings
+    it started from, recorded in the study, not the code's defaults of the day."""
+    from hw3.hparams import HParams
+    from hw3sweep.objective import BASELINE_ATTR
+    from hw3sweep.report import baseline_group, target
+
+    before = {"dropout": 0.1, "weight_decay": 0.2, "cooldown": 0.2}  # not today's defaults
+    assert any(getattr(HParams(), k) != v for k, v in before.items())
+    today = made_trial(1, 125.3, HParams().epochs)  # the defaults of today, better than the baseline
+    trials = [made_trial(0, 128.2, 4, **before), today, made_trial(2, 128.4, 4, seed=212, **before)]
+    study = time_aware_study(tmp_path, trials)  # from before the record: trial 0 is its baseline
+    assert [t.number for t in baseline_group(study)] == [0, 2]
+    assert target(study)[0] == pytest.approx(128.3)
+    study.set_user_attr(BASELINE_ATTR, today.params)  # a study that recorded its baseline
+    assert [t.number for t in baseline_group(study)] == [1]
+    assert target(study)[0] == pytest.approx(125.3)
 
 
 def test_a_second_seed_that_misses_the_target_moves_the_choice(tmp_path, monkeypatch) -> None:

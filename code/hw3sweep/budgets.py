@@ -40,7 +40,7 @@ BUDGETS: dict[str, Budget] = {
         {"epochs": 3, "max_train_batches": 1000},
         "3 epochs of 1,000 batches (3,000 steps), the whole validation split",
     ),
-    "full": Budget("full", "full", {}, "the full profile: 4 epochs of the whole training split"),
+    "full": Budget("full", "full", {}, "the full profile: every batch of the training split, each epoch"),
 }
 
 

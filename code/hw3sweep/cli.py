@@ -47,6 +47,7 @@ from optuna.trial import TrialState
 
 from hw3sweep.budgets import BUDGETS, Budget, get_budget
 from hw3sweep.objective import (
+    BASELINE_ATTR,
     SEED_ATTR,
     TARGET_ATTR,
     TIME_AWARE_ATTR,
@@ -168,9 +169,9 @@ def open_study(
             study.set_user_attr("objective", describe(time_aware))
             if target is not None:
                 study.set_user_attr(TARGET_ATTR, target)
-            study.enqueue_trial(
-                trial_params(get_budget(settings["budget"]), settings["fixed"], {}, time_aware)
-            )
+            baseline = trial_params(get_budget(settings["budget"]), settings["fixed"], {}, time_aware)
+            study.set_user_attr(BASELINE_ATTR, baseline)
+            study.enqueue_trial(baseline)
         elif recorded != settings:
             differ = ", ".join(
                 f"{k}: {recorded[k]!r} there, {settings[k]!r} here"

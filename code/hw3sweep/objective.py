@@ -15,12 +15,17 @@ The test split plays no part in either.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+import optuna
 from hw3tools.studies import HPARAMS_ATTR
 from optuna.trial import FrozenTrial
 
 TIME_AWARE_ATTR = "time_aware"  # study user attribute: True for the two-objective study
 TARGET_ATTR = "target"  # study user attribute: the validation perplexity to reach (time-aware)
+# study user attribute: the searched settings of the baseline, the budget's own when the study
+# started (they stay its baseline when the code's defaults change later)
+BASELINE_ATTR = "baseline"
 # trial user attribute: the training batches the run took, as its schedule counts them (an epoch's
 # batches times the epochs; an epoch that starts at a random row may train one batch fewer)
 BATCHES_ATTR = "batches"
@@ -61,6 +66,16 @@ def pareto_front(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     scored = [t for t in trials if t.values]
     front = [t for t in scored if not any(dominates(o.values, t.values) for o in scored)]
     return sorted(front, key=lambda t: (list(reversed(t.values)), t.number))
+
+
+def baseline_params(study: optuna.Study) -> dict[str, Any] | None:
+    """The baseline's searched settings: as the study recorded them when it started, or, in a study
+    from before that record, its trial 0 (the first one it enqueued). Not the code's defaults of
+    today: those move when a study's choice becomes the full profile."""
+    if BASELINE_ATTR in study.user_attrs:
+        return study.user_attrs[BASELINE_ATTR]
+    first = study.get_trials(deepcopy=False)
+    return first[0].params if first else None
 
 
 def configuration_key(trial: FrozenTrial) -> tuple:

@@ -37,6 +37,7 @@ from hw3sweep.budgets import get_budget
 from hw3sweep.objective import (
     TARGET_ATTR,
     TIME_AWARE_ATTR,
+    baseline_params,
     configuration_key,
     describe,
     pareto_front,
@@ -90,14 +91,16 @@ def ranked_configurations(study: optuna.Study) -> list[list[FrozenTrial]]:
     return sorted(groups.values(), key=lambda g: (mean_ppl(g), g[0].number))
 
 
+def searched_epochs(study: optuna.Study) -> str:
+    """The epochs a time-aware study searches: up to its baseline's."""
+    epochs = (baseline_params(study) or {}).get("epochs")
+    return f"`epochs` from 1 to {epochs}, the baseline's" if epochs else "`epochs`, up to the baseline's"
+
+
 def baseline_group(study: optuna.Study) -> list[FrozenTrial]:
-    """The candidates with the budget's own settings (the baseline a new study enqueues first)."""
-    fixed = study.user_attrs.get("fixed") or {}
-    budget = get_budget(selection_budget(study))
-    settings = budget.base(fixed).to_dict()
-    settings.pop("seed", None)
-    key = tuple(sorted(settings.items()))
-    return [t for t in candidates(study) if configuration_key(t) == key]
+    """The candidates with the baseline's settings (any seed)."""
+    params = baseline_params(study)
+    return [t for t in candidates(study) if params and t.params == params]
 
 
 def target(study: optuna.Study) -> tuple[float | None, str]:
@@ -474,7 +477,7 @@ def write_report(
                   f"({get_budget(budget).description}).", ""]  # fmt: skip
     else:
         lines += [f"Budget `{budget}`: {get_budget(budget).description}"
-                  + ("; the run's length (`epochs`, up to the budget's) is searched." if is_time_aware(study) else "."), ""]  # fmt: skip
+                  + (f"; the run's length is searched ({searched_epochs(study)})." if is_time_aware(study) else "."), ""]  # fmt: skip
     if is_time_aware(study):
         goal, source = target(study)
         lines += [f"Target: validation perplexity {fmt(goal) if goal else '–'} ({source}). The choice: the configuration "

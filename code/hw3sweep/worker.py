@@ -46,7 +46,7 @@ from hw3tools.studies import HPARAMS_ATTR, SWEEPS_DIR
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hw3sweep.budgets import get_budget
-from hw3sweep.objective import BATCHES_ATTR, SEED_ATTR, configuration_key, weights_to_keep
+from hw3sweep.objective import BATCHES_ATTR, SEED_ATTR, baseline_params, configuration_key, weights_to_keep
 from hw3sweep.space import suggest_hparams
 from hw3sweep.storage import (
     DEFAULT_HEARTBEAT_S,
@@ -197,8 +197,9 @@ def run_one(
         numbers.append(trial.number)
         asked()
         hp = suggest_hparams(trial, budget.base(fixed), fixed)
-        if args.time_aware and "epochs" not in fixed:  # the run's length is searched, up to the budget's
-            hp = hp.replace(epochs=trial.suggest_int("epochs", 1, budget.base(fixed).epochs))
+        if args.time_aware and "epochs" not in fixed:  # the run's length is searched, up to the baseline's
+            longest = (baseline_params(study) or {}).get("epochs", budget.base(fixed).epochs)
+            hp = hp.replace(epochs=trial.suggest_int("epochs", 1, longest))
         if SEED_ATTR in trial.user_attrs:  # a configuration enqueued again with another seed
             hp = hp.replace(seed=trial.user_attrs[SEED_ATTR])
         trial.set_user_attr(HPARAMS_ATTR, hp.to_dict())
