@@ -156,7 +156,8 @@ def test_the_report_chooses_the_fewest_batches_that_reach_the_baseline(tmp_path,
     out = write_report(study, "t.journal", out=tmp_path / "report.md", evaluate_test=False)
     text = out.read_text()
     assert (
-        "Target: validation perplexity 128.2 (the baseline's: the budget's own settings, trial(s) #0)" in text
+        "Target: validation perplexity 128.2 (the baseline's: the budget's own settings when the study "
+        "started, trial(s) #0)" in text
     )
     assert "the run's length is searched (`epochs` from 1 to 4, the baseline's)" in text
     assert "in 5,856 training batches, 2 epochs, 0.50x the baseline's: the fewest" in text

@@ -5,7 +5,7 @@ The choice is made on validation only: trials are grouped by configuration (ever
 but the seed), the configuration with the lowest mean validation perplexity wins, and its trial with
 the default seed (else its best) is the chosen trial. In a time-aware study the configuration with
 the fewest training batches whose mean validation perplexity reaches the study's target wins (the
-target: given when the study started, else the baseline's, the budget's own settings); the report
+target: given when the study started, else the baseline's, the budget's own settings when it started); the report
 shows the Pareto front of perplexity and batches, and how many seeds the chosen one was run with. Only then is the test split evaluated, for
 that trial alone, and the result recorded in the study (``test_evaluations``) so it is never
 evaluated again: a trial imported from an earlier record brings the test figure measured then.
@@ -109,9 +109,11 @@ def target(study: optuna.Study) -> tuple[float | None, str]:
         return float(study.user_attrs[TARGET_ATTR]), "given when the study started"
     baseline = baseline_group(study)
     if not baseline:
-        return None, "the baseline (the budget's own settings) has not finished yet"
+        return None, "the baseline (the budget's own settings when the study started) has not finished yet"
     numbers = ", ".join(f"#{t.number}" for t in sorted(baseline, key=lambda t: t.number))
-    return mean_ppl(baseline), f"the baseline's: the budget's own settings, trial(s) {numbers}"
+    return mean_ppl(
+        baseline
+    ), f"the baseline's: the budget's own settings when the study started, trial(s) {numbers}"
 
 
 def chosen_group(study: optuna.Study) -> list[FrozenTrial] | None:
