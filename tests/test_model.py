@@ -153,3 +153,20 @@ def test_fused_loss_buffers_are_reused_and_freed_when_a_graph_is_dropped(dtype) 
     assert torch.allclose(first[0], ref_loss, atol=tol, rtol=tol)
     for got, want in zip(first[1], ref_grads, strict=True):
         assert torch.allclose(got, want, atol=tol, rtol=tol)
+
+
+def test_the_padding_rows_of_reused_buffers_add_nothing_to_the_weights_gradient() -> None:
+    from hw3.fused_loss import WORKSPACE
+
+    torch.manual_seed(5)
+    hidden, weight, bias = torch.randn(13, 8), torch.randn(30, 8) * 0.3, torch.randn(30)
+    targets = torch.randint(30, (13,))
+    ref_loss, ref_grads = reference_loss_and_grads(hidden, weight, bias, targets)
+    # 13 rows are padded to 32; whatever an earlier use left in the buffers must not count
+    for name in ("hidden", "grad_logits"):
+        key = (name, torch.float32, "cpu")
+        WORKSPACE._buffers[key] = torch.full((64 * 64,), float("nan"))
+    loss, grads = fused_loss_and_grads(hidden, weight, bias, targets)
+    assert torch.allclose(loss, ref_loss, atol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)

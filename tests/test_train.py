@@ -14,6 +14,7 @@ from hw3.recipe import TrainingDiverged, clip_and_step
 from hw3.reference import given_train
 from hw3.train import (
     EpochWeights,
+    attention_kernel,
     build_model,
     checkpoint_state,
     count_batches,
@@ -402,6 +403,95 @@ def test_clip_and_step_equals_clip_grad_norm_then_step(optimizer: str, fused: bo
         assert torch.allclose(ours, theirs, atol=1e-6)
         moved = max(moved, (ours - start).abs().max().item())
     assert moved > 1e-4  # the step did happen
+
+
+def test_the_embeddings_norm_over_the_batchs_words_is_clip_grad_norms() -> None:
+    torch.manual_seed(0)
+    model = tiny_model()
+    data = torch.randint(VOCAB // 2, (6, 3))  # half the words unused: their rows' gradient is zero
+    mask = model.generate_square_subsequent_mask(6)
+    (model(data, mask).square().mean() * 30.0).backward()
+    embedding = model.encoder.weight
+    assert embedding.grad[VOCAB // 2 :].abs().sum() == 0 and embedding.grad.abs().sum() > 0
+    params = list(model.parameters())
+    expected = torch.nn.utils.get_total_norm([p.grad for p in params])
+    opt = torch.optim.Adam(params, lr=1e-2, fused=True)
+    seen = []
+    opt.register_step_pre_hook(lambda optimizer, *_: seen.append(optimizer.grad_scale.item()))
+    clip_and_step(opt, params, 0.5, (embedding, data))
+    assert expected > 0.5  # clipped: the factor depends on the norm
+    assert seen[0] == pytest.approx(((expected + 1e-6) / 0.5).item(), rel=1e-6)
+    # without the rows the same factor; with the wrong rows (words not in the batch) another one
+    opt_rows = torch.optim.Adam(params, lr=1e-2, fused=True)
+    wrong = []
+    opt_rows.register_step_pre_hook(lambda optimizer, *_: wrong.append(optimizer.grad_scale.item()))
+    clip_and_step(opt_rows, params, 0.5, (embedding, torch.arange(VOCAB // 2, VOCAB)))
+    assert wrong[0] != pytest.approx(seen[0], rel=1e-3)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_train_sums_the_embeddings_norm_over_the_batchs_words_unless_tied(tied, monkeypatch) -> None:
+    import hw3.train as train_module
+
+    calls = []
+
+    def spy(optimizer, params, clip, rows_used=None):
+        calls.append(rows_used)
+        return clip_and_step(optimizer, params, clip, rows_used)
+
+    monkeypatch.setattr(train_module, "clip_and_step", spy)
+    model = tie_weights(tiny_model()) if tied else tiny_model()
+    hp = tiny_hparams()
+    opt = make_optimizer(model, hp)
+    data = torch.randint(VOCAB, (13, 2))
+    train(model, 4, data, torch.nn.CrossEntropyLoss(), VOCAB, opt, make_scheduler(opt, hp, 3), 1,
+          clip=0.5, progress=False)  # fmt: skip
+    assert len(calls) == 3
+    if tied:  # the decoder's gradient fills every row
+        assert calls == [None] * 3
+    else:
+        weight, ids = calls[0]
+        assert weight is model.encoder.weight and torch.equal(ids, data[:4])
+
+
+def test_cpu_bf16_attention_is_computed_by_the_math_kernel_in_fp32() -> None:
+    cpu = torch.device("cpu")
+    with attention_kernel(cpu, torch.bfloat16):
+        assert torch.backends.cuda.math_sdp_enabled()
+        assert not torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored
+    with attention_kernel(cpu, None):  # fp32: torch's choice (its flash kernel is fast in fp32)
+        assert torch.backends.cuda.flash_sdp_enabled()
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 35, 32).to(torch.bfloat16) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+
+    def error(out: torch.Tensor) -> float:
+        return (out.double() - exact).abs().mean().item()
+
+    flash = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with attention_kernel(cpu, torch.bfloat16):
+        ours = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    fp32 = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    assert error(ours) == pytest.approx(error(fp32.to(torch.bfloat16)), rel=1e-3)
+    assert error(ours) < 0.9 * error(flash)  # bf16 attention rounded once, at the end
+
+
+def test_train_runs_its_attention_in_the_kernel_for_its_device(monkeypatch) -> None:
+    import hw3.train as train_module
+
+    kernels = []
+
+    def spy(device, amp_dtype):
+        kernels.append((device.type, amp_dtype))
+        return attention_kernel(device, amp_dtype)
+
+    monkeypatch.setattr(train_module, "attention_kernel", spy)
+    model, hp = tiny_model(), tiny_hparams()
+    opt = make_optimizer(model, hp)
+    train(model, 4, torch.randint(VOCAB, (9, 2)), torch.nn.CrossEntropyLoss(), VOCAB, opt,
+          make_scheduler(opt, hp, 2), 1, clip=0.5, amp_dtype=torch.bfloat16, progress=False)  # fmt: skip
+    assert kernels == [("cpu", torch.bfloat16)] * 2
 
 
 def test_a_resumed_run_continues_exactly_where_it_stopped() -> None:

@@ -94,13 +94,16 @@ class LinearCrossEntropy(torch.autograd.Function):
         padded = padded_width(width + 1)
         device = hidden.device
         needs_grad = any(ctx.needs_input_grad[:3])
+        # rows of zeros up to a multiple of 32: the weight's gradient sums over the rows
+        padded_rows = padded_width(n_rows) if needs_grad else n_rows
         keys = []
         # [hidden, 1, 0...] and [weight, bias, 0...] in compute_dtype, kept for backward
-        h, key = WORKSPACE.borrow("hidden", (n_rows, padded), compute_dtype, device)
+        h, key = WORKSPACE.borrow("hidden", (padded_rows, padded), compute_dtype, device)
         keys.append(key)
-        h[:, :width].copy_(hidden)
-        h[:, width] = 1.0
-        h[:, width + 1 :] = 0.0
+        h[:n_rows, :width].copy_(hidden)
+        h[:n_rows, width] = 1.0
+        h[:n_rows, width + 1 :] = 0.0
+        h[n_rows:] = 0.0
         w, key = WORKSPACE.borrow("weight", (n_classes, padded), compute_dtype, device)
         keys.append(key)
         w[:, :width].copy_(weight)
@@ -108,9 +111,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         w[:, width + 1 :] = 0.0
         # the logits, turned in place into softmax(logits) - one_hot(targets):
         # the gradient, kept for backward
-        shape = (n_rows, n_classes) if needs_grad else (min(chunk_rows, n_rows), n_classes)
+        shape = (padded_rows, n_classes) if needs_grad else (min(chunk_rows, n_rows), n_classes)
         grad_logits, key = WORKSPACE.borrow("grad_logits", shape, compute_dtype, device)
         keys.append(key)
+        grad_logits[n_rows:] = 0.0  # the padding rows (none without a gradient)
         in_place = device.type in IN_PLACE_SOFTMAX_DEVICES
         if not in_place:
             logits_buffer, key = WORKSPACE.borrow(
@@ -161,10 +165,14 @@ class LinearCrossEntropy(torch.autograd.Function):
         width = ctx.width
         scale = grad_loss.float() / ctx.n_rows
         grad_hidden = grad_weight = grad_b = None
+        n_rows = ctx.n_rows
         if ctx.needs_input_grad[0]:  # all the padded columns (a whole-tile product), then cut
-            grad_hidden = (grad_logits @ w)[:, :width].float().mul_(scale).to(hidden_dtype)
+            grad_hidden = (grad_logits[:n_rows] @ w)[:, :width].float().mul_(scale)
+            grad_hidden = grad_hidden.to(hidden_dtype)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            # [weight, bias] together; the scale folded into the small operand
+            # [weight, bias] together; the scale folded into the small operand. Over the padded
+            # rows (zeros, which add nothing): an inner size of a multiple of 32 is whole AMX
+            # tiles (measured alone: 6.0 ms at 704 rows against 7.4 at 700, the same result)
             scaled_h = h * scale.to(h.dtype)
             product, key = WORKSPACE.borrow("grad_weight", tuple(w.shape), w.dtype, w.device)
             torch.mm(grad_logits.t(), scaled_h, out=product)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from hw3.data import get_batch
 from hw3.fast_dropout import fast_dropout
@@ -81,6 +82,15 @@ def precision_choice(
     if cpu_has_bf16():
         return torch.bfloat16, "precision = 'auto' and this CPU multiplies bf16 natively"
     return None, "precision = 'auto' and this CPU has no native bf16 (it would be slower)"
+
+
+def attention_kernel(device: torch.device, amp_dtype: torch.dtype | None):
+    """The attention kernel train() runs, as a context: on a CPU in bf16, torch's math kernel,
+    which computes bf16 attention in fp32 (faster here than the flash kernel's bf16 backward, and
+    rounded less); anywhere else torch's own choice."""
+    if device.type == "cpu" and amp_dtype is not None:
+        return sdpa_kernel(SDPBackend.MATH)
+    return nullcontext()
 
 
 def resolved_run(device: torch.device, hp: HParams) -> dict[str, Any]:
@@ -279,6 +289,9 @@ def train(
     num_batches = len(starts)
     log = EpochLog(epoch, num_batches, log_interval, device, progress)  # the given log line
     params = [p for p in model.parameters() if p.requires_grad]
+    # the embedding's gradient is zero outside a batch's words, unless the decoder shares it
+    embedding = model.encoder.weight
+    sparse_embedding = embedding is not model.decoder.weight
     # On a CPU, dropout masks from NumPy's PCG64 generator: same distribution, a sixth of the cost.
     with fast_dropout(model) if cheap_dropout and device.type == "cpu" else nullcontext():
         for batch, i in enumerate(starts):
@@ -286,8 +299,12 @@ def train(
             seq_len = data.size(0)
             # a shorter chunk gets a cut mask (shuffled, the last chunk need not come last)
             src_mask = full_mask if seq_len == bptt else full_mask[:seq_len, :seq_len]
-            # bf16 autocast where the hardware multiplies bf16 natively (amp_dtype), else fp32
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            # bf16 autocast where the hardware multiplies bf16 natively (amp_dtype), else fp32;
+            # on a CPU the attention itself in fp32 (attention_kernel)
+            with (
+                torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+                attention_kernel(device, amp_dtype),
+            ):
                 if fused_loss:  # the same loss as the two lines below, without the output tensor
                     loss = decoder_cross_entropy(model, data, src_mask, targets)
                 else:
@@ -296,8 +313,9 @@ def train(
 
             optimizer.zero_grad()
             loss.backward()
-            # clip_grad_norm_(params, clip), folded into the fused optimizer's update
-            clip_and_step(optimizer, params, clip)
+            # clip_grad_norm_(params, clip), folded into the fused optimizer's update; the
+            # embedding's part of the norm over the batch's words only
+            clip_and_step(optimizer, params, clip, (embedding, data) if sparse_embedding else None)
             lr = scheduler.get_last_lr()[0]  # the learning rate of this step
             scheduler.step()  # after every batch: the warm-up and the schedule count steps
             log.add(batch, loss, lr)  # the sum stays on the device; the line every log_interval
