@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {cpu_name()} ({cpu}), {os.cpu_count()} CPUs; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(f"ours: hw3.train.train, autocast {amp_dtype}, decoder_cross_entropy, clipping folded into fused "
-          "Adam, dropout masks from PCG64; seed: the assignment's train()")  # fmt: skip
+          "Adam, dropout masks from PCG64, on a CPU in bf16 the attention by torch's math kernel (fp32); "
+          "seed: the assignment's train()")  # fmt: skip
     print(f"model: emsize {hp.emsize}, nhid {hp.nhid}, nlayers {hp.nlayers}, nhead {hp.nhead}, "
           f"dropout {hp.dropout}, {hp.optimizer} lr {hp.lr:g}; batch {hp.batch_size} x bptt {hp.bptt}")  # fmt: skip
     n_blocks = 1 + math.ceil(args.batches / args.block)  # the first block of each is the warm-up

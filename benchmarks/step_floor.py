@@ -1,6 +1,6 @@
 """The floor of one training step of the full profile's model on this CPU: the operations its maths
 cannot skip, each timed alone (median of 15 runs): the decoder's three products (forward, and the
-gradients of its input and weight) at the padded width train() uses, the encoder's products (forward and
+gradients of its input and weight) at the padded width and rows train() uses, the encoder's products (forward and
 two in backward), the softmax over the vocabulary and the fused AdamW update.
 
     python benchmarks/step_floor.py
@@ -40,7 +40,13 @@ def main() -> int:
     h, w = torch.randn(rows, width, dtype=bf16), torch.randn(VOCABULARY, width, dtype=bf16)
     g, logits = torch.randn(rows, VOCABULARY, dtype=bf16), torch.empty(rows, VOCABULARY, dtype=bf16)
     decoder = median_ms(lambda: torch.mm(h, w.t(), out=logits))
-    decoder += median_ms(lambda: g.t() @ h) + median_ms(lambda: g @ w)
+    # the weight's gradient sums over the rows padded with zeros to whole tiles, as train() does
+    padded_rows = padded_width(rows)
+    g_padded, h_padded = (
+        torch.randn(padded_rows, VOCABULARY, dtype=bf16),
+        torch.randn(padded_rows, width, dtype=bf16),
+    )
+    decoder += median_ms(lambda: g_padded.t() @ h_padded) + median_ms(lambda: g @ w)
     x = torch.randn(rows, d, dtype=bf16)
     qkv, out = torch.randn(3 * d, d, dtype=bf16), torch.randn(d, d, dtype=bf16)
     ffn1, ffn2 = torch.randn(hidden, d, dtype=bf16), torch.randn(d, hidden, dtype=bf16)
