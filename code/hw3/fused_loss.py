@@ -71,11 +71,11 @@ WORKSPACE = Workspace()
 IN_PLACE_SOFTMAX_DEVICES = ("cpu",)  # where the softmax may overwrite its input (tested on the CPU)
 
 
-def padded_width(columns: int, multiple: int = 32) -> int:
-    """columns rounded up to a multiple of `multiple`: bf16 matrix products whose inner size is a
+def padded_width(size: int, multiple: int = 32) -> int:
+    """size rounded up to a multiple of `multiple`: bf16 matrix products whose inner size is a
     multiple of 32 run on whole AMX tiles (measured here: the decoder's forward product 1.8x as fast
-    at 256 as at 250)."""
-    return -(-columns // multiple) * multiple
+    at 256 columns as at 250, the weight's gradient 1.2x at 704 rows as at 700)."""
+    return -(-size // multiple) * multiple
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -162,10 +162,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss):
         h, w, grad_logits = ctx.saved_tensors
         hidden_dtype, weight_dtype, bias_dtype = ctx.dtypes
-        width = ctx.width
-        scale = grad_loss.float() / ctx.n_rows
+        n_rows, width = ctx.n_rows, ctx.width
+        scale = grad_loss.float() / n_rows
         grad_hidden = grad_weight = grad_b = None
-        n_rows = ctx.n_rows
         if ctx.needs_input_grad[0]:  # all the padded columns (a whole-tile product), then cut
             grad_hidden = (grad_logits[:n_rows] @ w)[:, :width].float().mul_(scale)
             grad_hidden = grad_hidden.to(hidden_dtype)

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -84,7 +84,7 @@ def precision_choice(
     return None, "precision = 'auto' and this CPU has no native bf16 (it would be slower)"
 
 
-def attention_kernel(device: torch.device, amp_dtype: torch.dtype | None):
+def attention_kernel(device: torch.device, amp_dtype: torch.dtype | None) -> AbstractContextManager:
     """The attention kernel train() runs, as a context: on a CPU in bf16, torch's math kernel,
     which computes bf16 attention in fp32 (faster here than the flash kernel's bf16 backward, and
     rounded less); anywhere else torch's own choice."""

@@ -5,10 +5,11 @@ The choice is made on validation only: trials are grouped by configuration (ever
 but the seed), the configuration with the lowest mean validation perplexity wins, and its trial with
 the default seed (else its best) is the chosen trial. In a time-aware study the configuration with
 the fewest training batches whose mean validation perplexity reaches the study's target wins (the
-target: given when the study started, else the baseline's, the budget's own settings when it started); the report
-shows the Pareto front of perplexity and batches, and how many seeds the chosen one was run with. Only then is the test split evaluated, for
-that trial alone, and the result recorded in the study (``test_evaluations``) so it is never
-evaluated again: a trial imported from an earlier record brings the test figure measured then.
+target: given when the study started, else the baseline's, the budget's own settings when it
+started); the report shows the Pareto front of perplexity and batches, and how many seeds the chosen
+one was run with. Only then is the test split evaluated, for that trial alone, and the result
+recorded in the study (``test_evaluations``) so it is never evaluated again: a trial imported from an
+earlier record brings the test figure measured then.
 
 Files (``build/sweeps/<study>/`` unless ``--out``): ``report.md``, ``summary.md`` (a few rows for
 the README), ``hparams.toml`` (the lines to paste into ``submission.toml``) and ``figures/*.png``;
@@ -107,13 +108,12 @@ def target(study: optuna.Study) -> tuple[float | None, str]:
     """A time-aware study's validation perplexity to reach, and where it comes from."""
     if study.user_attrs.get(TARGET_ATTR) is not None:
         return float(study.user_attrs[TARGET_ATTR]), "given when the study started"
+    settings = "the budget's own settings when the study started"
     baseline = baseline_group(study)
     if not baseline:
-        return None, "the baseline (the budget's own settings when the study started) has not finished yet"
+        return None, f"the baseline ({settings}) has not finished yet"
     numbers = ", ".join(f"#{t.number}" for t in sorted(baseline, key=lambda t: t.number))
-    return mean_ppl(
-        baseline
-    ), f"the baseline's: the budget's own settings when the study started, trial(s) {numbers}"
+    return mean_ppl(baseline), f"the baseline's: {settings}, trial(s) {numbers}"
 
 
 def chosen_group(study: optuna.Study) -> list[FrozenTrial] | None:
