@@ -152,16 +152,19 @@ def keep_if_best(
 ) -> None:
     """Save the weights of a trial that no finished one beats (in a two-objective study: that none
     dominates, so the Pareto front keeps its weights), or that repeats such a configuration with
-    another seed; drop this machine's weights of every other trial (:func:`weights_to_keep`)."""
+    another seed; drop this machine's weights of every other finished trial
+    (:func:`weights_to_keep`). A trial still running elsewhere keeps its weights: it has saved them
+    but not yet told its value, so nothing here can judge it, and its own worker decides."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     done = {n: t.values for n, t in trials.items() if t.state == TrialState.COMPLETE and n != number}
     scores = {**done, number: values}
     kept = weights_to_keep(scores, {n: configuration_key(trials[n]) for n in scores})
+    running = {n for n, t in trials.items() if t.state == TrialState.RUNNING and n != number}
     folder = weights_dir(name)
     if number in kept:
         write_atomic(weights_path(name, number), lambda f: torch.save(model.state_dict(), f))
     for other in folder.glob("trial-*.pt"):
-        if int(other.stem.removeprefix("trial-")) not in kept:
+        if (n := int(other.stem.removeprefix("trial-"))) not in kept and n not in running:
             other.unlink(missing_ok=True)
 
 
